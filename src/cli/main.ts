@@ -1,0 +1,76 @@
+/**
+ * The `ternary` command line: `deno task <name>` runs `ternary <name>`.
+ *
+ * User errors (bad flags, bad config or data files) print one line per problem,
+ * naming the flag or file, and exit with status 1 — never a stack trace.
+ *
+ * @module
+ */
+import { Console, Effect } from "effect";
+import { Command, Flag } from "effect/cli";
+import { NodeRuntime, NodeServices } from "@effect/platform-node";
+import denoJson from "../../deno.json" with { type: "json" };
+import { NotImplementedError } from "./errors.ts";
+import { statsProgram } from "./stats.ts";
+
+const notYet = (task: string) =>
+  Command.make(task, {}, () => Effect.fail(new NotImplementedError({ task })));
+
+const stats = Command.make("stats", {
+  preset: Flag.String("preset").pipe(
+    Flag.withDefault("ref-4m"),
+    Flag.withDescription("preset model (tiny, ref-4m, bitnet-100m)"),
+  ),
+  config: Flag.String("config").pipe(
+    Flag.optional,
+    Flag.withDescription("model config JSON file (overrides --preset)"),
+  ),
+  bitMap: Flag.String("bit-map").pipe(
+    Flag.optional,
+    Flag.withDescription("LayerBitMap JSON file"),
+  ),
+  json: Flag.Boolean("json").pipe(
+    Flag.withDefault(false),
+    Flag.withDescription("print the stats as JSON"),
+  ),
+}, statsProgram).pipe(
+  Command.withDescription(
+    "validate a config and bit map; print each tensor's storage cost",
+  ),
+);
+
+const ternary = Command.make("ternary").pipe(
+  Command.withSubcommands([
+    stats,
+    notYet("train"),
+    notYet("search"),
+    notYet("infer"),
+    notYet("export"),
+    notYet("eval"),
+    notYet("prep"),
+  ]),
+);
+
+/** Errors that are the user's to fix: their message is all a person needs. */
+const USER_ERRORS: ReadonlySet<string> = new Set([
+  "ConfigError",
+  "DataError",
+  "UsageError",
+  "NotImplementedError",
+]);
+
+const isUserError = (e: unknown): e is { _tag: string; message: string } =>
+  typeof e === "object" && e !== null && "_tag" in e &&
+  USER_ERRORS.has(String(e._tag));
+
+const program = Command.run(ternary, { version: denoJson.version }).pipe(
+  Effect.catchIf(isUserError, (e) =>
+    Console.error(`error: ${e.message}`).pipe(
+      Effect.andThen(Effect.sync(() => {
+        Deno.exitCode = 1;
+      })),
+    )),
+  Effect.provide(NodeServices.layer),
+);
+
+if (import.meta.main) NodeRuntime.runMain(program);

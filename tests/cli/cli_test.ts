@@ -1,0 +1,124 @@
+import { strict as assert } from "node:assert";
+
+const MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
+
+async function cli(
+  ...args: string[]
+): Promise<{ code: number; out: string; err: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return {
+    code: out.code,
+    out: dec.decode(out.stdout),
+    err: dec.decode(out.stderr),
+  };
+}
+
+async function withFile(
+  json: unknown,
+  f: (path: string) => Promise<void>,
+): Promise<void> {
+  const path = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    await Deno.writeTextFile(
+      path,
+      typeof json === "string" ? json : JSON.stringify(json),
+    );
+    await f(path);
+  } finally {
+    await Deno.remove(path);
+  }
+}
+
+const base = {
+  vocab_size: 64,
+  hidden_size: 32,
+  num_heads: 4,
+  num_layers: 2,
+  intermediate_size: 48,
+  max_seq_len: 16,
+};
+
+/** One `error: <file>: ...` line naming `field`, exit status 1, no stack trace. */
+function assertUserError(
+  r: { code: number; err: string },
+  file: string,
+  field: string,
+): void {
+  assert.equal(r.code, 1, r.err);
+  const lines = r.err.trim().split("\n");
+  assert.equal(lines.length, 1, r.err);
+  assert.ok(lines[0].startsWith(`error: ${file}: `), r.err);
+  assert.ok(lines[0].includes(field), `expected ${field} in: ${r.err}`);
+  assert.ok(!/\bat .*\.ts:\d+/.test(r.err), `stack trace in: ${r.err}`);
+}
+
+Deno.test("cli stats: a valid config prints every tensor and the totals", async () => {
+  await withFile(base, async (path) => {
+    const r = await cli("stats", "--config", path, "--json");
+    assert.equal(r.code, 0, r.err);
+    const stats = JSON.parse(r.out);
+    assert.ok(stats.totalBytes > 0);
+    assert.ok(
+      stats.tensors.some((t: { name: string }) =>
+        t.name === "blk.1.ffn_down.weight"
+      ),
+    );
+  });
+});
+
+Deno.test("cli stats: malformed configs give one readable line naming the field", async (t) => {
+  const cases: Array<[string, unknown, string]> = [
+    ["wrong type", { ...base, vocab_size: "many" }, "vocab_size"],
+    ["missing field", { ...base, hidden_size: undefined }, "hidden_size"],
+    ["heads not dividing hidden", { ...base, hidden_size: 30 }, "num_heads"],
+    [
+      "bit map of the wrong length",
+      {
+        ...base,
+        layer_bit_map: { embedding: "f16", layer_modes: ["ternary"] },
+      },
+      "layer_modes",
+    ],
+    ["not JSON", "{ vocab_size: 1", "JSON"],
+  ];
+  for (const [name, json, field] of cases) {
+    await t.step(name, async () => {
+      await withFile(
+        json,
+        async (path) =>
+          assertUserError(await cli("stats", "--config", path), path, field),
+      );
+    });
+  }
+});
+
+Deno.test("cli stats: a bit map file of the wrong length is rejected", async () => {
+  await withFile({
+    embedding: "f16",
+    layer_modes: ["ternary", "ternary", "f16"],
+  }, async (path) => {
+    assertUserError(
+      await cli("stats", "--preset", "tiny", "--bit-map", path),
+      path,
+      "layer_modes",
+    );
+  });
+});
+
+Deno.test("cli: unknown preset and unbuilt tasks fail with one line", async () => {
+  const r = await cli("stats", "--preset", "huge");
+  assert.equal(r.code, 1);
+  assert.match(
+    r.err.trim(),
+    /^error: --preset: unknown preset "huge"; known presets: tiny, ref-4m, bitnet-100m$/,
+  );
+  const t = await cli("search");
+  assert.equal(t.code, 1);
+  assert.match(t.err.trim(), /^error: 'search' is not implemented yet/);
+});
