@@ -1,0 +1,21 @@
+/**
+ * Model configuration, bit maps and presets — everything the other parts of
+ * ternary-core agree on.
+ *
+ * @example Decode a config file
+ * ```ts
+ * import { Effect } from "effect";
+ * import { decodeConfigJson, headDim } from "@ternary/core/common";
+ *
+ * const text = '{"vocab_size": 256, "hidden_size": 64, "num_heads": 4, "num_layers": 2, "intermediate_size": 128, "max_seq_len": 64}';
+ * const config = Effect.runSync(decodeConfigJson(text, "config.json"));
+ * console.log(headDim(config)); // 16
+ * ```
+ *
+ * @module
+ */
+export * from "./quant_mode.ts";
+export * from "./layer_bit_map.ts";
+export * from "./config.ts";
+export * from "./config_file.ts";
+export * from "./presets.ts";
