@@ -1,0 +1,123 @@
+/**
+ * Rotary position embedding (RoPE), NEOX and interleaved pairings.
+ *
+ * @module
+ */
+import { alloc, type Arr, checkDim, checkLen } from "./arr.ts";
+
+/**
+ * Which elements of a head form a rotated pair `(a, b)`:
+ * - `"neox"`: `(i, i + headDim/2)` — rotate the two halves (llama.cpp `bitnet`, GPT-NeoX);
+ * - `"interleaved"`: `(2i, 2i + 1)` — adjacent pairs (original RoFormer / GPT-J).
+ */
+export type RopeStyle = "neox" | "interleaved";
+
+/** Shape and settings of a RoPE application to x `[batch, seqLen, heads·headDim]`. */
+export interface RopeShape {
+  /** Number of sequences. */
+  readonly batch: number;
+  /** Tokens per sequence. */
+  readonly seqLen: number;
+  /** Heads per token. */
+  readonly heads: number;
+  /** Width of a head; must be even. */
+  readonly headDim: number;
+  /** Frequency base (10000 in most models). */
+  readonly base: number;
+  /** Pairing of rotated elements. */
+  readonly style: RopeStyle;
+  /** Position of token 0 of every sequence (tokens already in a KV cache); default 0. */
+  readonly posOffset?: number;
+}
+
+function checkShape(shape: RopeShape): void {
+  checkDim("shape.batch", shape.batch);
+  checkDim("shape.seqLen", shape.seqLen);
+  checkDim("shape.heads", shape.heads);
+  checkDim("shape.headDim", shape.headDim);
+  if (shape.headDim % 2 !== 0) {
+    throw new RangeError(`shape.headDim must be even, got ${shape.headDim}`);
+  }
+  if (!(shape.base > 0)) {
+    throw new RangeError(`shape.base must be > 0, got ${shape.base}`);
+  }
+  if (shape.style !== "neox" && shape.style !== "interleaved") {
+    throw new RangeError(
+      `shape.style must be "neox" or "interleaved", got ${String(shape.style)}`,
+    );
+  }
+  const off = shape.posOffset ?? 0;
+  if (!Number.isInteger(off) || off < 0) {
+    throw new RangeError(
+      `shape.posOffset must be a non-negative integer, got ${off}`,
+    );
+  }
+}
+
+/**
+ * Visits every rotated pair: `f(ia, ib, cos, sin)` with flat indices of the pair and
+ * the rotation angle `pos · θ_i`, `θ_i = base^(−2i/headDim)`, `pos = posOffset + t`.
+ */
+function forEachPair(
+  shape: RopeShape,
+  f: (ia: number, ib: number, cos: number, sin: number) => void,
+): void {
+  const { batch, seqLen, heads, headDim, base, style } = shape;
+  const off = shape.posOffset ?? 0;
+  const half = headDim / 2;
+  const theta = Array.from(
+    { length: half },
+    (_, i) => Math.pow(base, (-2 * i) / headDim),
+  );
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t < seqLen; t++) {
+      const pos = off + t;
+      for (let h = 0; h < heads; h++) {
+        const head = ((b * seqLen + t) * heads + h) * headDim;
+        for (let i = 0; i < half; i++) {
+          const angle = pos * theta[i];
+          const [a, bb] = style === "neox" ? [i, i + half] : [2 * i, 2 * i + 1];
+          f(head + a, head + bb, Math.cos(angle), Math.sin(angle));
+        }
+      }
+    }
+  }
+}
+
+/**
+ * Forward: each pair `(a, b)` rotated by its angle:
+ * `y_a = x_a·cos − x_b·sin`, `y_b = x_a·sin + x_b·cos`. Returns y, shaped like x.
+ */
+export function ropeForward<T extends Arr>(x: T, shape: RopeShape): T {
+  checkShape(shape);
+  const { batch, seqLen, heads, headDim } = shape;
+  checkLen("x", x, batch * seqLen * heads * headDim);
+  const y = alloc(x, x.length);
+  forEachPair(shape, (ia, ib, c, s) => {
+    y[ia] = x[ia] * c - x[ib] * s;
+    y[ib] = x[ia] * s + x[ib] * c;
+  });
+  return y;
+}
+
+/**
+ * Backward: the inverse (transposed) rotation; accumulates
+ * `dx_a += dy_a·cos + dy_b·sin`, `dx_b += −dy_a·sin + dy_b·cos`.
+ */
+export function ropeBackward(
+  dout: Arr,
+  grads: { readonly dx?: Arr },
+  shape: RopeShape,
+): void {
+  checkShape(shape);
+  const { batch, seqLen, heads, headDim } = shape;
+  const n = batch * seqLen * heads * headDim;
+  checkLen("dout", dout, n);
+  const { dx } = grads;
+  if (!dx) return;
+  checkLen("grads.dx", dx, n);
+  forEachPair(shape, (ia, ib, c, s) => {
+    dx[ia] += dout[ia] * c + dout[ib] * s;
+    dx[ib] += -dout[ia] * s + dout[ib] * c;
+  });
+}
