@@ -18,3 +18,6 @@ export * from "./packing.ts";
 export * from "./gguf_blocks.ts";
 export * from "./tensors.ts";
 export * from "./compression.ts";
+export * from "./quantize.ts";
+export * from "./ste.ts";
+export * from "./schedule.ts";
