@@ -17,19 +17,18 @@ import {
   layernormForward,
   linearForward,
   matmulForward,
-  QUANT_EPS,
   rmsnormBackward,
   rmsnormForward,
   ropeBackward,
   ropeForward,
   type RopeShape,
-  roundHalfEven,
   siluForward,
   swigluForward,
   weightFakeQuant,
   type WeightQuantMode,
 } from "../../src/backend/reference/mod.ts";
 import { mulberry32, randInts, randn } from "./gradcheck.ts";
+import { QUANT_EPS, roundHalfEven } from "../../src/core/quantize.ts";
 
 const seed = fc.integer({ min: 0, max: 0x7fffffff });
 const dim = (max: number) => fc.integer({ min: 1, max });

@@ -6,24 +6,13 @@
  */
 import { alloc, type Arr, checkDim, checkLen, rounderFor } from "./arr.ts";
 import { linearBackward, linearForward, type LinearShape } from "./matmul.ts";
+import { QUANT_EPS, roundHalfEven } from "../../core/quantize.ts";
 
 /**
  * Weight quantizer of a BitLinear: the members of `QuantMode`
  * (`src/common/quant_mode.ts`), spelled out so this reference depends on no schema.
  */
 export type WeightQuantMode = "f16" | "eightbit" | "ternary" | "binary";
-
-/** The ε of the quantizers: absmax clamp `max|x| ≥ ε` and ternary divisor `γ + ε`. */
-export const QUANT_EPS: number = 1e-5;
-
-/**
- * Round to nearest, ties to even (as `torch.round`, WASM `f32.nearest` and WGSL
- * `round`), unlike `Math.round`, which sends ties up.
- */
-export function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
 
 function checkLambda(name: string, lambda: number): void {
   if (!(lambda >= 0 && lambda <= 1)) {

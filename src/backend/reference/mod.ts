@@ -24,8 +24,6 @@ export {
   type BitLinearForward,
   bitlinearForward,
   type BitLinearShape,
-  QUANT_EPS,
-  roundHalfEven,
   weightFakeQuant,
   type WeightQuantMode,
 } from "./bitlinear.ts";
