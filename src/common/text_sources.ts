@@ -1,0 +1,285 @@
+/**
+ * Readers for user text: a plain text file, a directory of `.txt` files, JSONL
+ * with a `text` field, and WikiText raw files. Each yields documents; a
+ * {@link TextSplit} adds the validation documents.
+ *
+ * @module
+ */
+import { type Cause, Data, Effect } from "effect";
+
+/** The fields of a {@link DataError}. */
+export interface DataErrorFields {
+  /** The file or directory the error is about. */
+  readonly file: string;
+  /** What is wrong with it. */
+  readonly message: string;
+}
+
+/** The base class of {@link DataError}: `Data.TaggedError("DataError")`. */
+export const DataErrorBase: new (
+  args: DataErrorFields,
+) => Cause.YieldableError & { readonly _tag: "DataError" } & DataErrorFields =
+  Data.TaggedError("DataError");
+
+/** A data file or directory is missing, unreadable or malformed. */
+export class DataError extends DataErrorBase {}
+
+/** Documents for training and for validation. */
+export interface TextSplit {
+  /** Training documents. */
+  readonly train: readonly string[];
+  /** Validation documents. */
+  readonly valid: readonly string[];
+}
+
+/**
+ * The deterministic 9:1 document split used when no validation file exists:
+ * document i (in the given order) goes to validation when `i % 10 === 9`,
+ * so validation is every 10th document, spread evenly over the input.
+ */
+export const splitDocuments = (docs: readonly string[]): TextSplit => ({
+  train: docs.filter((_, i) => i % 10 !== 9),
+  valid: docs.filter((_, i) => i % 10 === 9),
+});
+
+const describe = (cause: unknown): string =>
+  cause instanceof Error ? cause.message : String(cause);
+
+/** Reads a UTF-8 file, failing with a DataError that names it. */
+export const readText = (path: string): Effect.Effect<string, DataError> =>
+  Effect.tryPromise({
+    try: () => Deno.readTextFile(path),
+    catch: (cause) =>
+      new DataError({
+        file: path,
+        message: `cannot read ${path}: ${describe(cause)}`,
+      }),
+  });
+
+const statPath = (path: string): Effect.Effect<Deno.FileInfo, DataError> =>
+  path === ""
+    ? Effect.fail(new DataError({ file: path, message: "empty path" }))
+    : Effect.tryPromise({
+      try: () => Deno.stat(path),
+      catch: (cause) =>
+        new DataError({
+          file: path,
+          message: `cannot open ${path}: ${describe(cause)}`,
+        }),
+    });
+
+const nonEmpty = (
+  path: string,
+  docs: string[],
+): Effect.Effect<string[], DataError> =>
+  docs.length === 0
+    ? Effect.fail(
+      new DataError({ file: path, message: `${path} holds no text` }),
+    )
+    : Effect.succeed(docs);
+
+/**
+ * Splits plain text into documents at blank lines (one or more lines holding
+ * only whitespace); documents keep their inner newlines, and empty ones are
+ * dropped.
+ */
+export const paragraphs = (text: string): string[] =>
+  text.split(/\r?\n(?:[ \t]*\r?\n)+/).map((p) => p.trim()).filter((p) =>
+    p !== ""
+  );
+
+/**
+ * One plain text file; its paragraphs (separated by blank lines) are the
+ * documents, so that a single file can still be split 9:1.
+ */
+export const readTextFile = (
+  path: string,
+): Effect.Effect<string[], DataError> =>
+  Effect.flatMap(
+    statPath(path),
+    () =>
+      Effect.flatMap(
+        readText(path),
+        (text) => nonEmpty(path, paragraphs(text)),
+      ),
+  );
+
+const listTxt = async (dir: string): Promise<string[]> => {
+  const out: string[] = [];
+  for await (const entry of Deno.readDir(dir)) {
+    const full = `${dir}/${entry.name}`;
+    if (entry.isDirectory) out.push(...await listTxt(full));
+    else if (entry.isFile && entry.name.endsWith(".txt")) out.push(full);
+  }
+  return out;
+};
+
+/**
+ * A directory of `.txt` files, searched recursively; each file is one
+ * document (whitespace-trimmed; empty files skipped), in sorted path order.
+ */
+export const readTextDir = (
+  dir: string,
+): Effect.Effect<string[], DataError> =>
+  Effect.gen(function* () {
+    yield* statPath(dir);
+    const files = yield* Effect.tryPromise({
+      try: () => listTxt(dir.replace(/\/+$/, "")),
+      catch: (cause) =>
+        new DataError({
+          file: dir,
+          message: `cannot list ${dir}: ${describe(cause)}`,
+        }),
+    });
+    files.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const docs: string[] = [];
+    for (const file of files) {
+      const text = (yield* readText(file)).trim();
+      if (text !== "") docs.push(text);
+    }
+    return yield* nonEmpty(dir, docs);
+  });
+
+/**
+ * Parses JSONL: one JSON object per non-blank line, whose string field `text`
+ * is one document. A bad line fails with a DataError naming the file and the
+ * 1-based line number.
+ */
+export const parseJsonl = (
+  text: string,
+  file: string,
+): Effect.Effect<string[], DataError> =>
+  Effect.gen(function* () {
+    const docs: string[] = [];
+    const lines = text.split("\n");
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i].trim();
+      if (line === "") continue;
+      const fail = (why: string) =>
+        new DataError({ file, message: `${file}:${i + 1}: ${why}` });
+      let value: unknown;
+      try {
+        value = JSON.parse(line);
+      } catch (cause) {
+        return yield* Effect.fail(fail(`invalid JSON (${describe(cause)})`));
+      }
+      const doc = typeof value === "object" && value !== null
+        ? (value as { text?: unknown }).text
+        : undefined;
+      if (typeof doc !== "string") {
+        return yield* Effect.fail(
+          fail('expected an object with a string field "text"'),
+        );
+      }
+      docs.push(doc);
+    }
+    return docs;
+  });
+
+/** A JSONL file (see {@link parseJsonl}); empty documents are kept out. */
+export const readJsonl = (path: string): Effect.Effect<string[], DataError> =>
+  Effect.gen(function* () {
+    yield* statPath(path);
+    const docs = yield* parseJsonl(yield* readText(path), path);
+    return yield* nonEmpty(path, docs.filter((d) => d.trim() !== ""));
+  });
+
+/** A top-level WikiText heading: ` = Title = ` (one `=` on each side). */
+const WIKI_TITLE = /^ ?= [^=].*[^=] = ?$/;
+
+/**
+ * Splits WikiText raw text into articles: each top-level heading line
+ * (` = Title = `) starts a new document; sub-headings (` = = Part = = `) and
+ * the text itself are kept as they are, blank lines dropped.
+ */
+export const parseWikiText = (text: string): string[] => {
+  const docs: string[] = [];
+  let lines: string[] = [];
+  const flush = () => {
+    if (lines.length > 0) docs.push(lines.join("\n"));
+    lines = [];
+  };
+  for (const raw of text.split("\n")) {
+    const line = raw.replace(/\r$/, "");
+    if (line.trim() === "") continue;
+    if (WIKI_TITLE.test(line)) flush();
+    lines.push(line.trim());
+  }
+  flush();
+  return docs;
+};
+
+/** A WikiText raw file (`wiki.train.raw` etc.), see {@link parseWikiText}. */
+export const readWikiText = (
+  path: string,
+): Effect.Effect<string[], DataError> =>
+  Effect.gen(function* () {
+    yield* statPath(path);
+    return yield* nonEmpty(path, parseWikiText(yield* readText(path)));
+  });
+
+/**
+ * Reads documents from `path`, choosing the reader by what it is: a directory
+ * → {@link readTextDir}; `*.jsonl` → {@link readJsonl}; `*.raw` →
+ * {@link readWikiText}; anything else → {@link readTextFile}.
+ */
+export const readDocuments = (
+  path: string,
+): Effect.Effect<string[], DataError> =>
+  Effect.flatMap(
+    statPath(path),
+    (info) =>
+      info.isDirectory
+        ? readTextDir(path)
+        : path.endsWith(".jsonl")
+        ? readJsonl(path)
+        : path.endsWith(".raw")
+        ? readWikiText(path)
+        : readTextFile(path),
+  );
+
+const exists = (path: string): Effect.Effect<boolean> =>
+  Effect.promise(() => Deno.stat(path).then((i) => i.isFile, () => false));
+
+/**
+ * Training and validation documents from user data. WikiText: when `path` is
+ * `…/wiki.train.raw` (or a directory holding it) and `wiki.valid.raw` sits
+ * beside it, that file is the validation set. Otherwise the documents (of
+ * `wiki.train.raw`, or of {@link readDocuments}) are split 9:1 by
+ * {@link splitDocuments}; fewer than 10 documents is an error.
+ */
+export const loadTextSplit = (
+  path: string,
+): Effect.Effect<TextSplit, DataError> =>
+  Effect.gen(function* () {
+    const info = yield* statPath(path);
+    const trainFile = info.isDirectory
+      ? `${path.replace(/\/+$/, "")}/wiki.train.raw`
+      : path;
+    const isWiki = trainFile.endsWith("wiki.train.raw") &&
+      (yield* exists(trainFile));
+    if (isWiki) {
+      const validFile = trainFile.replace(
+        /wiki\.train\.raw$/,
+        "wiki.valid.raw",
+      );
+      if (yield* exists(validFile)) {
+        return {
+          train: yield* readWikiText(trainFile),
+          valid: yield* readWikiText(validFile),
+        };
+      }
+    }
+    const docs =
+      yield* (isWiki ? readWikiText(trainFile) : readDocuments(path));
+    if (docs.length < 10) {
+      return yield* Effect.fail(
+        new DataError({
+          file: path,
+          message:
+            `${path} has ${docs.length} documents; a 9:1 split needs at least 10`,
+        }),
+      );
+    }
+    return splitDocuments(docs);
+  });
