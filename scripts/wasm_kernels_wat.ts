@@ -1,0 +1,840 @@
+/**
+ * Generator of the WebAssembly text (WAT) of ternary-core's CPU kernels.
+ *
+ * One source yields two modules: `"relaxed"` uses `f32x4.relaxed_madd` and
+ * `i16x8.relaxed_dot_i8x16_i7x16_s`; `"portable"` replaces them with
+ * `f32x4.mul` + `f32x4.add` and an `i16x8.extmul`-based dot product. The
+ * kernels are unrolled over register tiles, which is why this is a generator
+ * rather than a hand-written `.wat` file.
+ *
+ * The memory is imported (`env.memory`, shared) so that the TypeScript wrapper
+ * owns, grows and could share it with workers. All pointers are byte offsets.
+ *
+ * @module
+ */
+
+/** Which flavour of SIMD a generated module uses. */
+export type WasmVariant = "relaxed" | "portable";
+
+/** Rows of C per micro-tile (rows of A per packed panel). */
+export const MR = 2;
+/** Columns of C per micro-tile (columns of B per packed panel). */
+export const NR = 16;
+/** Rows of A packed per block. */
+export const MC = 64;
+/** Depth (K) of one packed block. */
+export const KC = 256;
+/** Columns of B packed per block. */
+export const NC = 2048;
+/** Weights per ternary block (16 bytes, 2 bits each). */
+export const TERNARY_BLOCK = 64;
+/** Ternary blocks accumulated in i16 before widening (64 dots of ≤ 512). */
+const TERNARY_CHUNK = 16;
+/** Rows of the ternary weight matrix per cache block in the batched kernel. */
+const TERNARY_ROW_BLOCK = 64;
+
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+const lines = (parts: readonly string[]): string => parts.join("\n");
+
+/** `a·b + c` on f32x4 (`a`, `b`, `c` are WAT expressions). */
+function madd(v: WasmVariant, a: string, b: string, c: string): string {
+  return v === "relaxed"
+    ? `(f32x4.relaxed_madd ${a} ${b} ${c})`
+    : `(f32x4.add (f32x4.mul ${a} ${b}) ${c})`;
+}
+
+/**
+ * i16 lanes holding pairs of products of signed bytes of `x` with the 7-bit
+ * bytes of `c` (both local names; the lanes pair differently per variant, but
+ * every caller sums all lanes).
+ */
+function dot(v: WasmVariant, x: string, c: string): string {
+  return v === "relaxed"
+    ? `(i16x8.relaxed_dot_i8x16_i7x16_s (local.get ${x}) (local.get ${c}))`
+    : `(i16x8.add (i16x8.extmul_low_i8x16_s (local.get ${x}) (local.get ${c})) (i16x8.extmul_high_i8x16_s (local.get ${x}) (local.get ${c})))`;
+}
+
+const locals = (names: readonly string[], type: string): string =>
+  names.map((n) => `(local ${n} ${type})`).join(" ");
+
+/** Sum of the four i32 lanes of local `t`. */
+const hsum = (t: string): string =>
+  `(i32.add (i32.add (i32x4.extract_lane 0 (local.get ${t})) (i32x4.extract_lane 1 (local.get ${t}))) (i32.add (i32x4.extract_lane 2 (local.get ${t})) (i32x4.extract_lane 3 (local.get ${t}))))`;
+
+/**
+ * Micro-kernel: C[mr×nr] (+)= Apanel·Bpanel over `kcp` (a multiple of 4)
+ * steps, with a 2×16 tile of C in eight f32x4 accumulators.
+ */
+function microKernel(v: WasmVariant): string {
+  const acc = (r: number, c: number) => `$c${r}${c}`;
+  const step = (s: number) =>
+    lines([
+      ...range(4).map((c) =>
+        `(local.set $b${c} (v128.load offset=${
+          s * 64 + c * 16
+        } (local.get $pb)))`
+      ),
+      ...range(MR).map((r) =>
+        `(local.set $a${r} (v128.load32_splat offset=${
+          s * 8 + r * 4
+        } (local.get $pa)))`
+      ),
+      ...range(MR).flatMap((r) =>
+        range(4).map((c) =>
+          `(local.set ${acc(r, c)} ${
+            madd(
+              v,
+              `(local.get $a${r})`,
+              `(local.get $b${c})`,
+              `(local.get ${acc(r, c)})`,
+            )
+          })`
+        )
+      ),
+    ]);
+  const cAddr = (r: number, c: number) =>
+    r === 0
+      ? `(i32.add (local.get $c) (i32.const ${c * 16}))`
+      : `(i32.add (i32.add (local.get $c) (local.get $ldc)) (i32.const ${
+        c * 16
+      }))`;
+  const all = range(MR).flatMap((r) => range(4).map((c) => [r, c] as const));
+  return `
+(func $ukr (param $pa i32) (param $pb i32) (param $kcp i32) (param $c i32)
+  (param $ldc i32) (param $mr i32) (param $nr i32) (param $add i32) (param $tile i32)
+  (local $end i32) (local $i i32) (local $j i32) (local $p i32) (local $s f32)
+  ${locals(["$a0", "$a1", "$b0", "$b1", "$b2", "$b3"], "v128")}
+  ${locals(all.map(([r, c]) => acc(r, c)), "v128")}
+  (local.set $end (i32.add (local.get $pa) (i32.shl (local.get $kcp) (i32.const 3))))
+  (block $done
+    (br_if $done (i32.eqz (local.get $kcp)))
+    (loop $k
+      ${range(4).map(step).join("\n")}
+      (local.set $pa (i32.add (local.get $pa) (i32.const 32)))
+      (local.set $pb (i32.add (local.get $pb) (i32.const 256)))
+      (br_if $k (i32.lt_u (local.get $pa) (local.get $end)))))
+  (if (i32.and (i32.eq (local.get $mr) (i32.const ${MR})) (i32.eq (local.get $nr) (i32.const ${NR})))
+    (then
+      (if (local.get $add)
+        (then
+          ${
+    all.map(([r, c]) =>
+      `(v128.store ${cAddr(r, c)} (f32x4.add (v128.load ${
+        cAddr(r, c)
+      }) (local.get ${acc(r, c)})))`
+    ).join("\n")
+  })
+        (else
+          ${
+    all.map(([r, c]) => `(v128.store ${cAddr(r, c)} (local.get ${acc(r, c)}))`)
+      .join("\n")
+  }))
+      (return)))
+  ;; Partial tile: spill the accumulators, then copy only the valid elements.
+  ${
+    all.map(([r, c]) =>
+      `(v128.store offset=${r * 64 + c * 16} (local.get $tile) (local.get ${
+        acc(r, c)
+      }))`
+    ).join("\n")
+  }
+  (local.set $i (i32.const 0))
+  (loop $rows
+    (local.set $j (i32.const 0))
+    (loop $cols
+      (local.set $p (i32.add (local.get $c) (i32.shl (local.get $j) (i32.const 2))))
+      (local.set $s (f32.load (i32.add (local.get $tile)
+        (i32.shl (i32.add (i32.shl (local.get $i) (i32.const 4)) (local.get $j)) (i32.const 2)))))
+      (if (local.get $add)
+        (then (local.set $s (f32.add (local.get $s) (f32.load (local.get $p))))))
+      (f32.store (local.get $p) (local.get $s))
+      (local.set $j (i32.add (local.get $j) (i32.const 1)))
+      (br_if $cols (i32.lt_u (local.get $j) (local.get $nr))))
+    (local.set $c (i32.add (local.get $c) (local.get $ldc)))
+    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+    (br_if $rows (i32.lt_u (local.get $i) (local.get $mr)))))`;
+}
+
+/**
+ * Packs `mc` rows × `kc` columns of A (element (i,k) at `src + i·rs + k·cs`)
+ * into 2-row panels: panel q holds (A[2q,k], A[2q+1,k]) for k < kcp, zero
+ * past `kc` and past `mc`.
+ */
+const packA = `
+(func $packA (param $src i32) (param $rs i32) (param $cs i32) (param $kc i32)
+  (param $kcp i32) (param $mc i32) (param $dst i32)
+  (local $i i32) (local $p0 i32) (local $p1 i32) (local $kk i32) (local $r0 v128) (local $r1 v128)
+  (block $end (loop $panels
+    (br_if $end (i32.ge_u (local.get $i) (local.get $mc)))
+    (local.set $p0 (i32.add (local.get $src) (i32.mul (local.get $i) (local.get $rs))))
+    (local.set $p1 (i32.add (local.get $p0) (local.get $rs)))
+    (local.set $kk (i32.const 0))
+    (if (i32.lt_u (i32.add (local.get $i) (i32.const 1)) (local.get $mc))
+      (then
+        ;; Rows contiguous in k: interleave four k at a time.
+        (if (i32.eq (local.get $cs) (i32.const 4))
+          (then
+            (block $vend (loop $vec
+              (br_if $vend (i32.gt_u (i32.add (local.get $kk) (i32.const 4)) (local.get $kc)))
+              (local.set $r0 (v128.load (i32.add (local.get $p0) (i32.shl (local.get $kk) (i32.const 2)))))
+              (local.set $r1 (v128.load (i32.add (local.get $p1) (i32.shl (local.get $kk) (i32.const 2)))))
+              (v128.store (local.get $dst)
+                (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $r0) (local.get $r1)))
+              (v128.store offset=16 (local.get $dst)
+                (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $r0) (local.get $r1)))
+              (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
+              (local.set $kk (i32.add (local.get $kk) (i32.const 4)))
+              (br $vec)))))
+        (block $send (loop $sca
+          (br_if $send (i32.ge_u (local.get $kk) (local.get $kc)))
+          (f32.store (local.get $dst)
+            (f32.load (i32.add (local.get $p0) (i32.mul (local.get $kk) (local.get $cs)))))
+          (f32.store offset=4 (local.get $dst)
+            (f32.load (i32.add (local.get $p1) (i32.mul (local.get $kk) (local.get $cs)))))
+          (local.set $dst (i32.add (local.get $dst) (i32.const 8)))
+          (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
+          (br $sca))))
+      (else
+        (block $lend (loop $last
+          (br_if $lend (i32.ge_u (local.get $kk) (local.get $kc)))
+          (f32.store (local.get $dst)
+            (f32.load (i32.add (local.get $p0) (i32.mul (local.get $kk) (local.get $cs)))))
+          (f32.store offset=4 (local.get $dst) (f32.const 0))
+          (local.set $dst (i32.add (local.get $dst) (i32.const 8)))
+          (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
+          (br $last)))))
+    (memory.fill (local.get $dst) (i32.const 0)
+      (i32.shl (i32.sub (local.get $kcp) (local.get $kc)) (i32.const 3)))
+    (local.set $dst (i32.add (local.get $dst)
+      (i32.shl (i32.sub (local.get $kcp) (local.get $kc)) (i32.const 3))))
+    (local.set $i (i32.add (local.get $i) (i32.const ${MR})))
+    (br $panels))))`;
+
+/**
+ * Packs `kc` rows × `nc` columns of B (element (k,j) at `src + k·rs + j·cs`)
+ * into 16-column panels: panel p holds B[k, 16p..16p+15] for k < kcp, zero
+ * past `kc` and past `nc`.
+ */
+const packB = `
+(func $packB (param $src i32) (param $rs i32) (param $cs i32) (param $kc i32)
+  (param $kcp i32) (param $nc i32) (param $dst i32)
+  (local $j i32) (local $nr i32) (local $kk i32) (local $jj i32) (local $p i32) (local $q i32)
+  (block $end (loop $panels
+    (br_if $end (i32.ge_u (local.get $j) (local.get $nc)))
+    (local.set $nr (i32.sub (local.get $nc) (local.get $j)))
+    (if (i32.gt_u (local.get $nr) (i32.const ${NR})) (then (local.set $nr (i32.const ${NR}))))
+    (local.set $p (i32.add (local.get $src) (i32.mul (local.get $j) (local.get $cs))))
+    (if (i32.and (i32.eq (local.get $cs) (i32.const 4)) (i32.eq (local.get $nr) (i32.const ${NR})))
+      (then
+        ;; Full panel of rows contiguous in j: four vector copies per k.
+        (local.set $q (local.get $dst))
+        (local.set $kk (i32.const 0))
+        (block $vend (loop $vec
+          (br_if $vend (i32.ge_u (local.get $kk) (local.get $kc)))
+          (v128.store (local.get $q) (v128.load (local.get $p)))
+          (v128.store offset=16 (local.get $q) (v128.load offset=16 (local.get $p)))
+          (v128.store offset=32 (local.get $q) (v128.load offset=32 (local.get $p)))
+          (v128.store offset=48 (local.get $q) (v128.load offset=48 (local.get $p)))
+          (local.set $p (i32.add (local.get $p) (local.get $rs)))
+          (local.set $q (i32.add (local.get $q) (i32.const 64)))
+          (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
+          (br $vec)))
+        (memory.fill (local.get $q) (i32.const 0)
+          (i32.shl (i32.sub (local.get $kcp) (local.get $kc)) (i32.const 6))))
+      (else
+        ;; Any other layout: zero the panel, then copy column by column.
+        (memory.fill (local.get $dst) (i32.const 0) (i32.shl (local.get $kcp) (i32.const 6)))
+        (local.set $jj (i32.const 0))
+        (block $cend (loop $cols
+          (br_if $cend (i32.ge_u (local.get $jj) (local.get $nr)))
+          (local.set $q (i32.add (local.get $dst) (i32.shl (local.get $jj) (i32.const 2))))
+          (local.set $kk (i32.const 0))
+          (block $kend (loop $ks
+            (br_if $kend (i32.ge_u (local.get $kk) (local.get $kc)))
+            (f32.store (local.get $q)
+              (f32.load (i32.add (local.get $p) (i32.mul (local.get $kk) (local.get $rs)))))
+            (local.set $q (i32.add (local.get $q) (i32.const 64)))
+            (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
+            (br $ks)))
+          (local.set $p (i32.add (local.get $p) (local.get $cs)))
+          (local.set $jj (i32.add (local.get $jj) (i32.const 1)))
+          (br $cols)))))
+    (local.set $dst (i32.add (local.get $dst) (i32.shl (local.get $kcp) (i32.const 6))))
+    (local.set $j (i32.add (local.get $j) (i32.const ${NR})))
+    (br $panels))))`;
+
+/** Bytes of workspace `matmul` needs for `n` columns of C. */
+const matmulWorkBytes = `
+(func $matmul_work_bytes (export "matmul_work_bytes") (param $n i32) (result i32)
+  (if (i32.gt_u (local.get $n) (i32.const ${NC})) (then (local.set $n (i32.const ${NC}))))
+  (i32.add (i32.const ${MR * NR * 4 + MC * KC * 4})
+    (i32.mul (i32.and (i32.add (local.get $n) (i32.const ${
+  NR - 1
+})) (i32.const ${-NR}))
+      (i32.const ${KC * 4}))))`;
+
+/**
+ * C[M,N] (+)= op(A)·op(B); flags bit 0: A is stored K×M (transposed), bit 1:
+ * B is stored N×K, bit 2: accumulate into C. Leading dimensions in elements.
+ */
+const matmul = `
+(func (export "matmul") (param $a i32) (param $b i32) (param $c i32)
+  (param $m i32) (param $n i32) (param $k i32)
+  (param $lda i32) (param $ldb i32) (param $ldc i32) (param $flags i32) (param $work i32)
+  (local $rsA i32) (local $csA i32) (local $rsB i32) (local $csB i32)
+  (local $tile i32) (local $pA i32) (local $pB i32)
+  (local $jc i32) (local $nc i32) (local $pc i32) (local $kc i32) (local $kcp i32)
+  (local $ic i32) (local $mc i32) (local $jr i32) (local $ir i32) (local $add i32)
+  (local $mr i32) (local $nr i32)
+  (if (i32.or (i32.eqz (local.get $m)) (i32.eqz (local.get $n))) (then (return)))
+  (local.set $tile (local.get $work))
+  (local.set $pA (i32.add (local.get $work) (i32.const ${MR * NR * 4})))
+  (local.set $pB (i32.add (local.get $pA) (i32.const ${MC * KC * 4})))
+  (if (i32.and (local.get $flags) (i32.const 1))
+    (then (local.set $rsA (i32.const 4)) (local.set $csA (i32.shl (local.get $lda) (i32.const 2))))
+    (else (local.set $rsA (i32.shl (local.get $lda) (i32.const 2))) (local.set $csA (i32.const 4))))
+  (if (i32.and (local.get $flags) (i32.const 2))
+    (then (local.set $rsB (i32.const 4)) (local.set $csB (i32.shl (local.get $ldb) (i32.const 2))))
+    (else (local.set $rsB (i32.shl (local.get $ldb) (i32.const 2))) (local.set $csB (i32.const 4))))
+  (local.set $ldc (i32.shl (local.get $ldc) (i32.const 2)))
+  (loop $jloop
+    (local.set $nc (i32.sub (local.get $n) (local.get $jc)))
+    (if (i32.gt_u (local.get $nc) (i32.const ${NC})) (then (local.set $nc (i32.const ${NC}))))
+    (local.set $pc (i32.const 0))
+    ;; Runs at least once so that K = 0 still writes C = 0 (or leaves C += 0).
+    (loop $ploop
+      (local.set $kc (i32.sub (local.get $k) (local.get $pc)))
+      (if (i32.gt_u (local.get $kc) (i32.const ${KC})) (then (local.set $kc (i32.const ${KC}))))
+      (local.set $kcp (i32.and (i32.add (local.get $kc) (i32.const 3)) (i32.const -4)))
+      (call $packB
+        (i32.add (local.get $b) (i32.add (i32.mul (local.get $pc) (local.get $rsB))
+          (i32.mul (local.get $jc) (local.get $csB))))
+        (local.get $rsB) (local.get $csB) (local.get $kc) (local.get $kcp) (local.get $nc) (local.get $pB))
+      (local.set $add (i32.or (i32.ne (i32.and (local.get $flags) (i32.const 4)) (i32.const 0))
+        (i32.ne (local.get $pc) (i32.const 0))))
+      (local.set $ic (i32.const 0))
+      (loop $iloop
+        (local.set $mc (i32.sub (local.get $m) (local.get $ic)))
+        (if (i32.gt_u (local.get $mc) (i32.const ${MC})) (then (local.set $mc (i32.const ${MC}))))
+        (call $packA
+          (i32.add (local.get $a) (i32.add (i32.mul (local.get $ic) (local.get $rsA))
+            (i32.mul (local.get $pc) (local.get $csA))))
+          (local.get $rsA) (local.get $csA) (local.get $kc) (local.get $kcp) (local.get $mc) (local.get $pA))
+        (local.set $jr (i32.const 0))
+        (loop $jrloop
+          (local.set $nr (i32.sub (local.get $nc) (local.get $jr)))
+          (if (i32.gt_u (local.get $nr) (i32.const ${NR})) (then (local.set $nr (i32.const ${NR}))))
+          (local.set $ir (i32.const 0))
+          (loop $irloop
+            (local.set $mr (i32.sub (local.get $mc) (local.get $ir)))
+            (if (i32.gt_u (local.get $mr) (i32.const ${MR})) (then (local.set $mr (i32.const ${MR}))))
+            (call $ukr
+              (i32.add (local.get $pA) (i32.mul (local.get $ir) (i32.shl (local.get $kcp) (i32.const 2))))
+              (i32.add (local.get $pB) (i32.mul (local.get $jr) (i32.shl (local.get $kcp) (i32.const 2))))
+              (local.get $kcp)
+              (i32.add (local.get $c) (i32.add
+                (i32.mul (i32.add (local.get $ic) (local.get $ir)) (local.get $ldc))
+                (i32.shl (i32.add (local.get $jc) (local.get $jr)) (i32.const 2))))
+              (local.get $ldc) (local.get $mr) (local.get $nr) (local.get $add) (local.get $tile))
+            (local.set $ir (i32.add (local.get $ir) (i32.const ${MR})))
+            (br_if $irloop (i32.lt_u (local.get $ir) (local.get $mc))))
+          (local.set $jr (i32.add (local.get $jr) (i32.const ${NR})))
+          (br_if $jrloop (i32.lt_u (local.get $jr) (local.get $nc))))
+        (local.set $ic (i32.add (local.get $ic) (i32.const ${MC})))
+        (br_if $iloop (i32.lt_u (local.get $ic) (local.get $m))))
+      (local.set $pc (i32.add (local.get $pc) (i32.const ${KC})))
+      (br_if $ploop (i32.lt_u (local.get $pc) (local.get $k))))
+    (local.set $jc (i32.add (local.get $jc) (i32.const ${NC})))
+    (br_if $jloop (i32.lt_u (local.get $jc) (local.get $n)))))`;
+
+/**
+ * y[n] (+)= Σ_k W[n,k]·x[k] for row-major W (leading dimension `ldw`
+ * elements), four rows per pass with two accumulators per row.
+ */
+function matvec(v: WasmVariant): string {
+  const R = 4;
+  const rows = range(R);
+  const accs = rows.flatMap((r) => [`$s${r}a`, `$s${r}b`]);
+  return `
+(func (export "matvec") (param $w i32) (param $n i32) (param $k i32) (param $ldw i32)
+  (param $x i32) (param $y i32) (param $accumulate i32)
+  (local $i i32) (local $kk i32) (local $k8 i32) (local $rowb i32) (local $xp i32) (local $t f32)
+  ${locals(rows.map((r) => `$w${r}`), "i32")} ${
+    locals(rows.map((r) => `$f${r}`), "f32")
+  }
+  (local $x0 v128) (local $x1 v128) (local $sum v128)
+  ${locals(accs, "v128")}
+  (local.set $rowb (i32.shl (local.get $ldw) (i32.const 2)))
+  (local.set $k8 (i32.and (local.get $k) (i32.const -8)))
+  (block $end (loop $rowsloop
+    (br_if $end (i32.ge_u (local.get $i) (local.get $n)))
+    ;; The last group of rows may be short: clamp its row pointers to the last row.
+    ${
+    rows.map((r) =>
+      `(local.set $w${r} (i32.add (local.get $w) (i32.mul (local.get $rowb)
+        (select (i32.add (local.get $i) (i32.const ${r})) (i32.sub (local.get $n) (i32.const 1))
+          (i32.lt_u (i32.add (local.get $i) (i32.const ${r})) (local.get $n))))))`
+    ).join("\n")
+  }
+    ${accs.map((a) => `(local.set ${a} (v128.const i64x2 0 0))`).join(" ")}
+    (local.set $xp (local.get $x))
+    (local.set $kk (i32.const 0))
+    (block $vend (loop $vec
+      (br_if $vend (i32.ge_u (local.get $kk) (local.get $k8)))
+      (local.set $x0 (v128.load (local.get $xp)))
+      (local.set $x1 (v128.load offset=16 (local.get $xp)))
+      ${
+    rows.map((r) =>
+      `(local.set $s${r}a ${
+        madd(
+          v,
+          `(v128.load (local.get $w${r}))`,
+          "(local.get $x0)",
+          `(local.get $s${r}a)`,
+        )
+      })
+      (local.set $s${r}b ${
+        madd(
+          v,
+          `(v128.load offset=16 (local.get $w${r}))`,
+          "(local.get $x1)",
+          `(local.get $s${r}b)`,
+        )
+      })
+      (local.set $w${r} (i32.add (local.get $w${r}) (i32.const 32)))`
+    ).join("\n")
+  }
+      (local.set $xp (i32.add (local.get $xp) (i32.const 32)))
+      (local.set $kk (i32.add (local.get $kk) (i32.const 8)))
+      (br $vec)))
+    ${
+    rows.map((r) =>
+      `(local.set $sum (f32x4.add (local.get $s${r}a) (local.get $s${r}b)))
+      (local.set $f${r} (f32.add
+        (f32.add (f32x4.extract_lane 0 (local.get $sum)) (f32x4.extract_lane 1 (local.get $sum)))
+        (f32.add (f32x4.extract_lane 2 (local.get $sum)) (f32x4.extract_lane 3 (local.get $sum)))))`
+    ).join("\n")
+  }
+    (block $send (loop $sca
+      (br_if $send (i32.ge_u (local.get $kk) (local.get $k)))
+      (local.set $t (f32.load (local.get $xp)))
+      ${
+    rows.map((r) =>
+      `(local.set $f${r} (f32.add (local.get $f${r}) (f32.mul (f32.load (local.get $w${r})) (local.get $t))))
+      (local.set $w${r} (i32.add (local.get $w${r}) (i32.const 4)))`
+    ).join("\n")
+  }
+      (local.set $xp (i32.add (local.get $xp) (i32.const 4)))
+      (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
+      (br $sca)))
+    ${
+    rows.map((r) =>
+      `(if (i32.lt_u (i32.add (local.get $i) (i32.const ${r})) (local.get $n)) (then
+        (if (local.get $accumulate) (then
+          (local.set $f${r} (f32.add (local.get $f${r}) (f32.load offset=${
+        r * 4
+      } (local.get $y))))))
+        (f32.store offset=${r * 4} (local.get $y) (local.get $f${r}))))`
+    ).join("\n")
+  }
+    (local.set $y (i32.add (local.get $y) (i32.const ${R * 4})))
+    (local.set $i (i32.add (local.get $i) (i32.const ${R})))
+    (br $rowsloop))))`;
+}
+
+/**
+ * Tile of the ternary matmul: R weight rows × T tokens. Weight rows are
+ * `rb` bytes apart (blocks of 64 weights in 16 bytes, byte i bits 2j..2j+1 =
+ * weight 16j+i, codes 0..2), token rows of int8 activations `ldx` bytes apart.
+ * out[t][r] = (Σ c·x − Σ x) · wscale · invs[t].
+ */
+function ternaryTile(v: WasmVariant, R: number, T: number): string {
+  const rows = range(R);
+  const toks = range(T);
+  const acc = (r: number, t: number) => `$a${r}_${t}`;
+  const sum = (r: number, t: number) => `$s${r}_${t}`;
+  const pairs = rows.flatMap((r) => toks.map((t) => [r, t] as const));
+  const code = (r: number, j: number) =>
+    j === 0
+      ? `(v128.and (local.get $r${r}) (local.get $m3))`
+      : `(v128.and (i16x8.shr_u (local.get $r${r}) (i32.const ${
+        2 * j
+      })) (local.get $m3))`;
+  return `
+(func $tmm_${R}_${T} (param $w i32) (param $rb i32) (param $x i32) (param $ldx i32)
+  (param $nb i32) (param $sums i32) (param $invs i32) (param $wscale f32) (param $out i32) (param $ldo i32)
+  (local $wo i32) (local $xo i32) (local $cend i32) (local $wend i32)
+  (local $m3 v128) (local $xv v128) (local $t v128)
+  ${locals(rows.map((r) => `$w${r}`), "i32")} ${
+    locals(toks.map((t) => `$x${t}`), "i32")
+  }
+  ${locals(rows.map((r) => `$r${r}`), "v128")} ${
+    locals(rows.map((r) => `$c${r}`), "v128")
+  }
+  ${locals(pairs.map(([r, t]) => acc(r, t)), "v128")}
+  ${locals(pairs.map(([r, t]) => sum(r, t)), "i32")}
+  (local.set $m3 (v128.const i8x16 ${range(16).map(() => "3").join(" ")}))
+  ${
+    rows.map((r) =>
+      `(local.set $w${r} (i32.add (local.get $w) (i32.mul (local.get $rb) (i32.const ${r}))))`
+    ).join(" ")
+  }
+  ${
+    toks.map((t) =>
+      `(local.set $x${t} (i32.add (local.get $x) (i32.mul (local.get $ldx) (i32.const ${t}))))`
+    ).join(" ")
+  }
+  (local.set $wend (i32.shl (local.get $nb) (i32.const 4)))
+  (block $done
+    (br_if $done (i32.eqz (local.get $wend)))
+    (loop $chunk
+      ;; i16 lanes gain at most 4·2·128·2 per block: widen every ${TERNARY_CHUNK} blocks.
+      (local.set $cend (i32.add (local.get $wo) (i32.const ${
+    TERNARY_CHUNK * 16
+  })))
+      (if (i32.gt_u (local.get $cend) (local.get $wend)) (then (local.set $cend (local.get $wend))))
+      ${
+    pairs.map(([r, t]) => `(local.set ${acc(r, t)} (v128.const i64x2 0 0))`)
+      .join(" ")
+  }
+      (loop $blk
+        ${
+    rows.map((r) =>
+      `(local.set $r${r} (v128.load (i32.add (local.get $w${r}) (local.get $wo))))`
+    ).join("\n")
+  }
+        ${
+    range(4).map((j) =>
+      lines([
+        ...rows.map((r) => `(local.set $c${r} ${code(r, j)})`),
+        ...toks.flatMap((t) => [
+          `(local.set $xv (v128.load offset=${
+            j * 16
+          } (i32.add (local.get $x${t}) (local.get $xo))))`,
+          ...rows.map((r) =>
+            `(local.set ${acc(r, t)} (i16x8.add (local.get ${acc(r, t)}) ${
+              dot(v, "$xv", `$c${r}`)
+            }))`
+          ),
+        ]),
+      ])
+    ).join("\n")
+  }
+        (local.set $wo (i32.add (local.get $wo) (i32.const 16)))
+        (local.set $xo (i32.add (local.get $xo) (i32.const 64)))
+        (br_if $blk (i32.lt_u (local.get $wo) (local.get $cend))))
+      ${
+    pairs.map(([r, t]) =>
+      `(local.set $t (i32x4.extadd_pairwise_i16x8_s (local.get ${acc(r, t)})))
+      (local.set ${sum(r, t)} (i32.add (local.get ${sum(r, t)}) ${hsum("$t")}))`
+    ).join("\n")
+  }
+      (br_if $chunk (i32.lt_u (local.get $wo) (local.get $wend)))))
+  ${
+    pairs.map(([r, t]) =>
+      `(f32.store offset=${
+        r * 4
+      } (i32.add (local.get $out) (i32.mul (local.get $ldo) (i32.const ${t})))
+    (f32.mul (f32.convert_i32_s (i32.sub (local.get ${
+        sum(r, t)
+      }) (i32.load offset=${t * 4} (local.get $sums))))
+      (f32.mul (local.get $wscale) (f32.load offset=${
+        t * 4
+      } (local.get $invs)))))`
+    ).join("\n")
+  })`;
+}
+
+/** Rows per ternary tile for a group of `tokens` tokens. */
+const ternaryRows = (tokens: number): number => (tokens === 1 ? 4 : 2);
+
+/** WAT expression: the rows per tile for the token group size in local `$tg`. */
+const rowsForGroup = [2, 3, 4].reduce(
+  (e, t) =>
+    `(select (i32.const ${
+      ternaryRows(t)
+    }) ${e} (i32.eq (local.get $tg) (i32.const ${t})))`,
+  `(i32.const ${ternaryRows(1)})`,
+);
+
+/** The ternary matmul driver: row blocks, then token groups of ≤ 4, then tiles. */
+const ternaryMatmul = `
+(func (export "tmatmul") (param $w i32) (param $n i32) (param $kpad i32)
+  (param $x i32) (param $ldx i32) (param $tokens i32) (param $sums i32) (param $invs i32)
+  (param $wscale f32) (param $out i32) (param $ldo i32)
+  (local $rb i32) (local $nb i32) (local $r0 i32) (local $rend i32) (local $t0 i32)
+  (local $tg i32) (local $r i32) (local $rt i32)
+  (local.set $rb (i32.shr_u (local.get $kpad) (i32.const 2)))
+  (local.set $nb (i32.shr_u (local.get $kpad) (i32.const 6)))
+  (local.set $ldo (i32.shl (local.get $ldo) (i32.const 2)))
+  (block $end (loop $rblocks
+    (br_if $end (i32.ge_u (local.get $r0) (local.get $n)))
+    (local.set $rend (i32.add (local.get $r0) (i32.const ${TERNARY_ROW_BLOCK})))
+    (if (i32.gt_u (local.get $rend) (local.get $n)) (then (local.set $rend (local.get $n))))
+    (local.set $t0 (i32.const 0))
+    (block $tend (loop $tgroups
+      (br_if $tend (i32.ge_u (local.get $t0) (local.get $tokens)))
+      (local.set $tg (i32.sub (local.get $tokens) (local.get $t0)))
+      (if (i32.gt_u (local.get $tg) (i32.const 4)) (then (local.set $tg (i32.const 4))))
+      (local.set $rt ${rowsForGroup})
+      (local.set $r (local.get $r0))
+      (block $rtend (loop $rtiles
+        (br_if $rtend (i32.gt_u (i32.add (local.get $r) (local.get $rt)) (local.get $rend)))
+        (call_indirect (type $tile_t)
+          (i32.add (local.get $w) (i32.mul (local.get $r) (local.get $rb))) (local.get $rb)
+          (i32.add (local.get $x) (i32.mul (local.get $t0) (local.get $ldx))) (local.get $ldx)
+          (local.get $nb)
+          (i32.add (local.get $sums) (i32.shl (local.get $t0) (i32.const 2)))
+          (i32.add (local.get $invs) (i32.shl (local.get $t0) (i32.const 2)))
+          (local.get $wscale)
+          (i32.add (local.get $out) (i32.add (i32.mul (local.get $t0) (local.get $ldo))
+            (i32.shl (local.get $r) (i32.const 2))))
+          (local.get $ldo)
+          (i32.sub (local.get $tg) (i32.const 1)))
+        (local.set $r (i32.add (local.get $r) (local.get $rt)))
+        (br $rtiles)))
+      (block $r1end (loop $r1tiles
+        (br_if $r1end (i32.ge_u (local.get $r) (local.get $rend)))
+        (call_indirect (type $tile_t)
+          (i32.add (local.get $w) (i32.mul (local.get $r) (local.get $rb))) (local.get $rb)
+          (i32.add (local.get $x) (i32.mul (local.get $t0) (local.get $ldx))) (local.get $ldx)
+          (local.get $nb)
+          (i32.add (local.get $sums) (i32.shl (local.get $t0) (i32.const 2)))
+          (i32.add (local.get $invs) (i32.shl (local.get $t0) (i32.const 2)))
+          (local.get $wscale)
+          (i32.add (local.get $out) (i32.add (i32.mul (local.get $t0) (local.get $ldo))
+            (i32.shl (local.get $r) (i32.const 2))))
+          (local.get $ldo)
+          (i32.add (local.get $tg) (i32.const 3)))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $r1tiles)))
+      (local.set $t0 (i32.add (local.get $t0) (i32.const 4)))
+      (br $tgroups)))
+    (local.set $r0 (local.get $rend))
+    (br $rblocks))))`;
+
+/**
+ * Per-row int8 quantization: s = 127 / max(max|x|, eps), q = clamp(round(x·s)),
+ * round half to even; writes q (zero-padded to `kpad` bytes per row), 1/s as
+ * max/127 and Σ q (over the padded row, i32).
+ */
+function quantize(v: WasmVariant): string {
+  // In range after rounding (|x·s| ≤ 127), where both truncations agree.
+  const truncS = v === "relaxed"
+    ? "i32x4.relaxed_trunc_f32x4_s"
+    : "i32x4.trunc_sat_f32x4_s";
+  return `
+(func (export "quantize_rows") (param $x i32) (param $rows i32) (param $k i32) (param $ldx i32)
+  (param $out i32) (param $kpad i32) (param $invs i32) (param $sums i32) (param $eps f32)
+  (local $i i32) (local $kk i32) (local $k16 i32) (local $k4 i32) (local $xp i32) (local $op i32)
+  (local $m f32) (local $s f32) (local $q i32) (local $sum i32)
+  (local $mv v128) (local $sv v128) (local $acc v128) (local $q8 v128)
+  (local $mv0 v128) (local $mv1 v128) (local $mv2 v128) (local $mv3 v128)
+  (local.set $k16 (i32.and (local.get $k) (i32.const -16)))
+  (local.set $k4 (i32.and (local.get $k) (i32.const -4)))
+  (local.set $ldx (i32.shl (local.get $ldx) (i32.const 2)))
+  (block $end (loop $rowsloop
+    (br_if $end (i32.ge_u (local.get $i) (local.get $rows)))
+    (local.set $xp (i32.add (local.get $x) (i32.mul (local.get $i) (local.get $ldx))))
+    (local.set $op (i32.add (local.get $out) (i32.mul (local.get $i) (local.get $kpad))))
+    ;; absmax: four chains of pmax (one instruction each; NaN handling is not needed)
+    ${
+    range(4).map((c) => `(local.set $mv${c} (v128.const i64x2 0 0))`).join(" ")
+  }
+    (local.set $kk (i32.const 0))
+    (block $m16end (loop $m16loop
+      (br_if $m16end (i32.ge_u (local.get $kk) (local.get $k16)))
+      ${
+    range(4).map((c) =>
+      `(local.set $mv${c} (f32x4.pmax (local.get $mv${c}) (f32x4.abs (v128.load offset=${
+        16 * c
+      } (i32.add (local.get $xp) (i32.shl (local.get $kk) (i32.const 2)))))))`
+    ).join("\n")
+  }
+      (local.set $kk (i32.add (local.get $kk) (i32.const 16)))
+      (br $m16loop)))
+    (block $mend (loop $mloop
+      (br_if $mend (i32.ge_u (local.get $kk) (local.get $k4)))
+      (local.set $mv0 (f32x4.pmax (local.get $mv0)
+        (f32x4.abs (v128.load (i32.add (local.get $xp) (i32.shl (local.get $kk) (i32.const 2)))))))
+      (local.set $kk (i32.add (local.get $kk) (i32.const 4)))
+      (br $mloop)))
+    (local.set $mv (f32x4.pmax (f32x4.pmax (local.get $mv0) (local.get $mv1))
+      (f32x4.pmax (local.get $mv2) (local.get $mv3))))
+    (local.set $m (f32.max (f32.max (f32x4.extract_lane 0 (local.get $mv)) (f32x4.extract_lane 1 (local.get $mv)))
+      (f32.max (f32x4.extract_lane 2 (local.get $mv)) (f32x4.extract_lane 3 (local.get $mv)))))
+    (block $rend (loop $rloop
+      (br_if $rend (i32.ge_u (local.get $kk) (local.get $k)))
+      (local.set $m (f32.max (local.get $m)
+        (f32.abs (f32.load (i32.add (local.get $xp) (i32.shl (local.get $kk) (i32.const 2)))))))
+      (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
+      (br $rloop)))
+    (local.set $m (f32.max (local.get $m) (local.get $eps)))
+    (local.set $s (f32.div (f32.const 127) (local.get $m)))
+    (f32.store (i32.add (local.get $invs) (i32.shl (local.get $i) (i32.const 2)))
+      (f32.div (local.get $m) (f32.const 127)))
+    (local.set $sv (f32x4.splat (local.get $s)))
+    ;; quantize 16 at a time; the saturating narrows clamp to [-128, 127]
+    (local.set $acc (v128.const i64x2 0 0))
+    (local.set $kk (i32.const 0))
+    (block $qend (loop $qloop
+      (br_if $qend (i32.ge_u (local.get $kk) (local.get $k16)))
+      (local.set $q8 (i8x16.narrow_i16x8_s
+        (i16x8.narrow_i32x4_s
+          (${truncS} (f32x4.nearest (f32x4.mul (local.get $sv)
+            (v128.load (i32.add (local.get $xp) (i32.shl (local.get $kk) (i32.const 2)))))))
+          (${truncS} (f32x4.nearest (f32x4.mul (local.get $sv)
+            (v128.load offset=16 (i32.add (local.get $xp) (i32.shl (local.get $kk) (i32.const 2))))))))
+        (i16x8.narrow_i32x4_s
+          (${truncS} (f32x4.nearest (f32x4.mul (local.get $sv)
+            (v128.load offset=32 (i32.add (local.get $xp) (i32.shl (local.get $kk) (i32.const 2)))))))
+          (${truncS} (f32x4.nearest (f32x4.mul (local.get $sv)
+            (v128.load offset=48 (i32.add (local.get $xp) (i32.shl (local.get $kk) (i32.const 2))))))))))
+      (v128.store (i32.add (local.get $op) (local.get $kk)) (local.get $q8))
+      (local.set $acc (i32x4.add (local.get $acc)
+        (i32x4.extadd_pairwise_i16x8_s (i16x8.extadd_pairwise_i8x16_s (local.get $q8)))))
+      (local.set $kk (i32.add (local.get $kk) (i32.const 16)))
+      (br $qloop)))
+    (local.set $sum ${hsum("$acc")})
+    (block $send (loop $sloop
+      (br_if $send (i32.ge_u (local.get $kk) (local.get $k)))
+      (local.set $q (i32.trunc_sat_f32_s (f32.nearest (f32.mul (local.get $s)
+        (f32.load (i32.add (local.get $xp) (i32.shl (local.get $kk) (i32.const 2))))))))
+      (if (i32.gt_s (local.get $q) (i32.const 127)) (then (local.set $q (i32.const 127))))
+      (if (i32.lt_s (local.get $q) (i32.const -128)) (then (local.set $q (i32.const -128))))
+      (i32.store8 (i32.add (local.get $op) (local.get $kk)) (local.get $q))
+      (local.set $sum (i32.add (local.get $sum) (local.get $q)))
+      (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
+      (br $sloop)))
+    (memory.fill (i32.add (local.get $op) (local.get $k)) (i32.const 0)
+      (i32.sub (local.get $kpad) (local.get $k)))
+    (i32.store (i32.add (local.get $sums) (i32.shl (local.get $i) (i32.const 2))) (local.get $sum))
+    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+    (br $rowsloop))))`;
+}
+
+/**
+ * Ternarizes and packs f32 rows: code = clamp(round(w·inv), −1, 1) + 1 (round
+ * half to even), in the layout of the ternary kernels; the tail block of a
+ * row is padded with code 1 (weight 0).
+ */
+function packTernary(v: WasmVariant): string {
+  const truncS = v === "relaxed"
+    ? "i32x4.relaxed_trunc_f32x4_s"
+    : "i32x4.trunc_sat_f32x4_s";
+  // Codes 0..2 of four f32x4 (16 weights) at byte offset `off` from $sp.
+  const quad = (off: number) =>
+    `(${truncS} (f32x4.add (local.get $one) (f32x4.pmin (local.get $one) (f32x4.pmax (local.get $neg)
+      (f32x4.nearest (f32x4.mul (local.get $iv) (v128.load offset=${off} (local.get $sp))))))))`;
+  const group = (j: number) =>
+    `(i8x16.narrow_i16x8_s
+      (i16x8.narrow_i32x4_s ${quad(64 * j)} ${quad(64 * j + 16)})
+      (i16x8.narrow_i32x4_s ${quad(64 * j + 32)} ${quad(64 * j + 48)}))`;
+  return `
+(func (export "pack_ternary") (param $src i32) (param $rows i32) (param $cols i32) (param $ld i32)
+  (param $inv f32) (param $dst i32)
+  (local $r i32) (local $rb i32) (local $full i32) (local $sp i32) (local $dp i32) (local $dend i32)
+  (local $kk i32) (local $byte i32) (local $shift i32) (local $q f32)
+  (local $iv v128) (local $one v128) (local $neg v128)
+  (local.set $rb (i32.shr_u (i32.and (i32.add (local.get $cols) (i32.const 63)) (i32.const -64)) (i32.const 2)))
+  (local.set $full (i32.shr_u (local.get $cols) (i32.const 6)))
+  (local.set $ld (i32.shl (local.get $ld) (i32.const 2)))
+  (local.set $iv (f32x4.splat (local.get $inv)))
+  (local.set $one (f32x4.splat (f32.const 1)))
+  (local.set $neg (f32x4.splat (f32.const -1)))
+  (block $end (loop $rowsloop
+    (br_if $end (i32.ge_u (local.get $r) (local.get $rows)))
+    (local.set $sp (i32.add (local.get $src) (i32.mul (local.get $r) (local.get $ld))))
+    (local.set $dp (i32.add (local.get $dst) (i32.mul (local.get $r) (local.get $rb))))
+    (local.set $dend (i32.add (local.get $dp) (i32.shl (local.get $full) (i32.const 4))))
+    (block $bend (loop $blocks
+      (br_if $bend (i32.ge_u (local.get $dp) (local.get $dend)))
+      ;; group j holds weights 16j..16j+15 and goes to bits 2j..2j+1 (codes ≤ 2: no carry)
+      (v128.store (local.get $dp) (v128.or (v128.or ${group(0)}
+        (i16x8.shl ${group(1)} (i32.const 2)))
+        (v128.or (i16x8.shl ${group(2)} (i32.const 4)) (i16x8.shl ${
+    group(3)
+  } (i32.const 6)))))
+      (local.set $sp (i32.add (local.get $sp) (i32.const 256)))
+      (local.set $dp (i32.add (local.get $dp) (i32.const 16)))
+      (br $blocks)))
+    ;; tail block: start from all codes 1, then set the weights present
+    (if (i32.lt_u (i32.shl (local.get $full) (i32.const 6)) (local.get $cols))
+      (then
+        (memory.fill (local.get $dp) (i32.const 0x55) (i32.const 16))
+        (local.set $kk (i32.const 0))
+        (block $tend (loop $tail
+          (br_if $tend (i32.ge_u (i32.add (i32.shl (local.get $full) (i32.const 6)) (local.get $kk))
+            (local.get $cols)))
+          (local.set $q (f32.min (f32.const 1) (f32.max (f32.const -1)
+            (f32.nearest (f32.mul (local.get $inv) (f32.load (local.get $sp)))))))
+          (local.set $byte (i32.add (local.get $dp) (i32.and (local.get $kk) (i32.const 15))))
+          (local.set $shift (i32.shl (i32.shr_u (local.get $kk) (i32.const 4)) (i32.const 1)))
+          (i32.store8 (local.get $byte) (i32.or
+            (i32.and (i32.load8_u (local.get $byte)) (i32.xor (i32.shl (i32.const 3) (local.get $shift)) (i32.const -1)))
+            (i32.shl (i32.add (i32.trunc_sat_f32_s (local.get $q)) (i32.const 1)) (local.get $shift))))
+          (local.set $sp (i32.add (local.get $sp) (i32.const 4)))
+          (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
+          (br $tail)))))
+    (local.set $r (i32.add (local.get $r) (i32.const 1)))
+    (br $rowsloop))))`;
+}
+
+/** Twelve independent FMA chains with no memory traffic: 96 flops per iteration. */
+function fmaProbe(v: WasmVariant): string {
+  const chains = range(12);
+  return `
+(func (export "fma_probe") (param $iters i32) (result f32)
+  (local $a v128) (local $b v128) (local $s v128)
+  ${locals(chains.map((c) => `$p${c}`), "v128")}
+  (local.set $a (f32x4.splat (f32.const 0.999)))
+  (local.set $b (f32x4.splat (f32.const 0.001)))
+  (block $end (loop $l
+    (br_if $end (i32.eqz (local.get $iters)))
+    ${
+    chains.map((c) =>
+      `(local.set $p${c} ${
+        madd(v, `(local.get $p${c})`, "(local.get $a)", "(local.get $b)")
+      })`
+    ).join("\n")
+  }
+    (local.set $iters (i32.sub (local.get $iters) (i32.const 1)))
+    (br $l)))
+  (local.set $s (local.get $p0))
+  ${
+    chains.slice(1).map((c) =>
+      `(local.set $s (f32x4.add (local.get $s) (local.get $p${c})))`
+    ).join(" ")
+  }
+  (f32x4.extract_lane 0 (local.get $s)))`;
+}
+
+/** Tile shapes of the ternary kernel, in table order: (R, T) then (1, T). */
+const ternaryTiles = (): [number, number][] => [
+  ...[1, 2, 3, 4].map((t): [number, number] => [ternaryRows(t), t]),
+  ...[1, 2, 3, 4].map((t): [number, number] => [1, t]),
+];
+
+/** The complete WAT text of the kernel module for one variant. */
+export function kernelsWat(variant: WasmVariant): string {
+  const tiles = ternaryTiles();
+  return `;; GENERATED by scripts/wasm_kernels_wat.ts (${variant} SIMD). Do not edit.
+(module
+  (import "env" "memory" (memory 1 65536 shared))
+  (type $tile_t (func (param i32 i32 i32 i32 i32 i32 i32 f32 i32 i32)))
+  (table ${tiles.length} funcref)
+  (elem (i32.const 0) ${tiles.map(([r, t]) => `$tmm_${r}_${t}`).join(" ")})
+${microKernel(variant)}
+${packA}
+${packB}
+${matmulWorkBytes}
+${matmul}
+${matvec(variant)}
+${tiles.map(([r, t]) => ternaryTile(variant, r, t)).join("\n")}
+${ternaryMatmul}
+${quantize(variant)}
+${packTernary(variant)}
+${fmaProbe(variant)}
+)
+`;
+}

@@ -1,0 +1,664 @@
+/**
+ * WebAssembly SIMD kernels for the CPU compute engine: f32 matmul (packed
+ * panels, 2×16 register tile), f32 matvec, per-row int8 quantization,
+ * ternarization + 2-bit packing of weights, and the ternary × int8
+ * matmul/matvec of BitNet b1.58.
+ *
+ * All kernels work on byte pointers into one `WebAssembly.Memory` (shared
+ * where the engine allows) owned by a {@link WasmKernels} instance, which
+ * also manages it as an arena ({@link WasmKernels.alloc} /
+ * {@link WasmKernels.free}). Views returned by {@link WasmKernels.f32} and
+ * friends must be re-created after any `alloc`, which may grow the memory.
+ * The first calls of a kernel run V8's baseline code; time them after a
+ * warmup.
+ *
+ * @module
+ */
+import {
+  PORTABLE_KERNELS_BASE64,
+  RELAXED_KERNELS_BASE64,
+} from "./kernels.wasm.ts";
+
+/**
+ * Which kernel module runs: `"relaxed"` (relaxed SIMD: fused multiply-add and
+ * the i8×i7 dot product) or `"portable"` (SIMD128 only).
+ */
+export type WasmVariant = "relaxed" | "portable";
+
+function decodeBase64(text: string): Uint8Array<ArrayBuffer> {
+  const s = atob(text);
+  const bytes = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) bytes[i] = s.charCodeAt(i);
+  return bytes;
+}
+
+const BYTES: Record<WasmVariant, Uint8Array<ArrayBuffer>> = {
+  relaxed: decodeBase64(RELAXED_KERNELS_BASE64),
+  portable: decodeBase64(PORTABLE_KERNELS_BASE64),
+};
+
+/**
+ * The module with its imported memory declared unshared: the limits flag of
+ * the `env.memory` import goes from 0x03 (max, shared) to 0x01 (max). For
+ * engines without shared memory (browsers that are not cross-origin isolated).
+ */
+function unsharedMemoryBytes(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
+  const tag = [3, 0x65, 0x6e, 0x76, 6, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 2];
+  for (let i = 8; i + tag.length < bytes.length; i++) {
+    if (tag.every((b, j) => bytes[i + j] === b)) {
+      const out = bytes.slice();
+      if (out[i + tag.length] !== 3) break;
+      out[i + tag.length] = 1;
+      return out;
+    }
+  }
+  throw new Error("kernels: no shared env.memory import found");
+}
+
+/** The wasm bytes of one kernel module variant (a copy). */
+export function wasmKernelBytes(variant: WasmVariant): Uint8Array {
+  return BYTES[variant].slice();
+}
+
+/** Whether this engine accepts the relaxed-SIMD module. */
+export const RELAXED_SIMD_SUPPORTED: boolean = WebAssembly.validate(
+  BYTES.relaxed,
+);
+
+/** Whether this engine can create a shared `WebAssembly.Memory`. */
+export const SHARED_MEMORY_SUPPORTED: boolean = (() => {
+  try {
+    new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+/** The variant {@link WasmKernels.create} picks by default on this engine. */
+export const ACTIVE_WASM_VARIANT: WasmVariant = RELAXED_SIMD_SUPPORTED
+  ? "relaxed"
+  : "portable";
+
+/** Weights per ternary block: 64 weights in 16 bytes. */
+export const TERNARY_BLOCK = 64;
+
+/** `cols` rounded up to a whole number of ternary blocks (64). */
+export function ternaryPaddedCols(cols: number): number {
+  checkCount(cols, "cols");
+  return Math.ceil(cols / TERNARY_BLOCK) * TERNARY_BLOCK;
+}
+
+/** Bytes per packed ternary row: `ternaryPaddedCols(cols) / 4`. */
+export function ternaryRowBytes(cols: number): number {
+  return ternaryPaddedCols(cols) / 4;
+}
+
+/**
+ * Packs ternary weights {−1, 0, +1} (row-major `rows × cols`) into 2-bit codes
+ * c = w + 1: per row, blocks of 64 weights in 16 bytes, byte i of a block
+ * holding weight 16j + i in bits 2j..2j+1; rows padded to a multiple of 64
+ * with code 1 (weight 0). Result: `rows × ternaryRowBytes(cols)` bytes.
+ */
+export function packTernaryRows(
+  weights: Int8Array,
+  rows: number,
+  cols: number,
+): Uint8Array {
+  checkCount(rows, "rows");
+  const rb = ternaryRowBytes(cols);
+  if (weights.length !== rows * cols) {
+    throw new RangeError(
+      `weights: length ${weights.length} is not rows·cols = ${rows * cols}`,
+    );
+  }
+  // 0x55 = code 1 in all four slots: the padding reads as weight 0.
+  const out = new Uint8Array(rows * rb).fill(0x55);
+  for (let r = 0; r < rows; r++) {
+    for (let k = 0; k < cols; k++) {
+      const w = weights[r * cols + k];
+      if (w < -1 || w > 1) {
+        throw new RangeError(
+          `weights: element ${r * cols + k} is ${w}, not in {-1, 0, 1}`,
+        );
+      }
+      const block = k >> 6, within = k & 63;
+      const byte = r * rb + block * 16 + (within & 15);
+      const shift = 2 * (within >> 4);
+      out[byte] = (out[byte] & ~(3 << shift)) | ((w + 1) << shift);
+    }
+  }
+  return out;
+}
+
+/** Inverse of {@link packTernaryRows}: the weights {−1, 0, +1}, row-major. */
+export function unpackTernaryRows(
+  packed: Uint8Array,
+  rows: number,
+  cols: number,
+): Int8Array {
+  checkCount(rows, "rows");
+  const rb = ternaryRowBytes(cols);
+  if (packed.length < rows * rb) {
+    throw new RangeError(
+      `packed: length ${packed.length} is below rows·rowBytes = ${rows * rb}`,
+    );
+  }
+  const out = new Int8Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    for (let k = 0; k < cols; k++) {
+      const byte = packed[r * rb + (k >> 6) * 16 + (k & 15)];
+      const code = (byte >> (2 * ((k & 63) >> 4))) & 3;
+      if (code === 3) {
+        throw new RangeError(`packed: invalid code 3 at row ${r}, col ${k}`);
+      }
+      out[r * cols + k] = code - 1;
+    }
+  }
+  return out;
+}
+
+/** Arguments of {@link WasmKernels.matmul}; pointers are byte offsets. */
+export interface MatmulArgs {
+  /** op(A) is M×K: A stored M×K row-major, or K×M when `transA`. */
+  readonly a: number;
+  /** op(B) is K×N: B stored K×N row-major, or N×K when `transB`. */
+  readonly b: number;
+  /** C, M×N row-major. */
+  readonly c: number;
+  /** Rows of C. */
+  readonly m: number;
+  /** Columns of C. */
+  readonly n: number;
+  /** Inner dimension (0 gives C = 0, or C unchanged with `accumulate`). */
+  readonly k: number;
+  /** A is stored transposed (K×M). Default false. */
+  readonly transA?: boolean;
+  /** B is stored transposed (N×K). Default false. */
+  readonly transB?: boolean;
+  /** C += op(A)·op(B) instead of C = op(A)·op(B). Default false. */
+  readonly accumulate?: boolean;
+  /** Leading dimension of A in elements (default: its row length). */
+  readonly lda?: number;
+  /** Leading dimension of B in elements (default: its row length). */
+  readonly ldb?: number;
+  /** Leading dimension of C in elements (default n). */
+  readonly ldc?: number;
+}
+
+/** Arguments of {@link WasmKernels.matvec}; pointers are byte offsets. */
+export interface MatvecArgs {
+  /** W, n×k row-major (f32). */
+  readonly w: number;
+  /** x, k floats. */
+  readonly x: number;
+  /** y, n floats. */
+  readonly y: number;
+  /** Rows of W (outputs). */
+  readonly n: number;
+  /** Columns of W (inputs). */
+  readonly k: number;
+  /** Leading dimension of W in elements (default k). */
+  readonly ldw?: number;
+  /** y += W·x instead of y = W·x. Default false. */
+  readonly accumulate?: boolean;
+}
+
+/** Arguments of {@link WasmKernels.quantizeRows}; pointers are byte offsets. */
+export interface QuantizeArgs {
+  /** x, rows × cols f32. */
+  readonly x: number;
+  /** Rows (tokens) to quantize, each on its own scale. */
+  readonly rows: number;
+  /** Values per row. */
+  readonly cols: number;
+  /** Leading dimension of x in elements (default cols). */
+  readonly ldx?: number;
+  /** int8 output, rows × ternaryPaddedCols(cols), zero-padded. */
+  readonly out: number;
+  /** f32 per row: 1/s = max(max|x|, eps)/127. */
+  readonly invScales: number;
+  /** i32 per row: Σ of the row's int8 values. */
+  readonly sums: number;
+  /** Lower bound of the absmax (default 1e-5). */
+  readonly eps?: number;
+}
+
+/** Arguments of {@link WasmKernels.ternaryMatmul}; pointers are byte offsets. */
+export interface TernaryMatmulArgs {
+  /** Packed ternary weights: n rows of ternaryRowBytes(k) bytes. */
+  readonly w: number;
+  /** Output features (weight rows). */
+  readonly n: number;
+  /** Input features (logical, unpadded). */
+  readonly k: number;
+  /** int8 activations, `tokens` rows of ternaryPaddedCols(k) bytes, zero-padded. */
+  readonly x: number;
+  /** Tokens (rows of x and of out). */
+  readonly tokens: number;
+  /** i32 per token: Σ of its int8 activations. */
+  readonly sums: number;
+  /** f32 per token: 1/s of its quantization. */
+  readonly invScales: number;
+  /** Weight scale γ. */
+  readonly scale: number;
+  /** f32 output, tokens × n. */
+  readonly out: number;
+  /** Leading dimension of out in elements (default n). */
+  readonly ldo?: number;
+}
+
+/** Arguments of {@link WasmKernels.packTernary}; pointers are byte offsets. */
+export interface PackTernaryArgs {
+  /** Latent f32 weights, rows × cols. */
+  readonly w: number;
+  /** Weight rows (output features). */
+  readonly rows: number;
+  /** Weights per row (input features). */
+  readonly cols: number;
+  /** Leading dimension of w in elements (default cols). */
+  readonly ldw?: number;
+  /** Multiplier before rounding, 1/(γ + ε) for BitNet's absmean γ. */
+  readonly invScale: number;
+  /** Packed output, rows × ternaryRowBytes(cols) bytes. */
+  readonly out: number;
+}
+
+interface KernelExports {
+  matmul(
+    a: number,
+    b: number,
+    c: number,
+    m: number,
+    n: number,
+    k: number,
+    lda: number,
+    ldb: number,
+    ldc: number,
+    flags: number,
+    work: number,
+  ): void;
+  matmul_work_bytes(n: number): number;
+  matvec(
+    w: number,
+    n: number,
+    k: number,
+    ldw: number,
+    x: number,
+    y: number,
+    accumulate: number,
+  ): void;
+  quantize_rows(
+    x: number,
+    rows: number,
+    k: number,
+    ldx: number,
+    out: number,
+    kpad: number,
+    invs: number,
+    sums: number,
+    eps: number,
+  ): void;
+  tmatmul(
+    w: number,
+    n: number,
+    kpad: number,
+    x: number,
+    ldx: number,
+    tokens: number,
+    sums: number,
+    invs: number,
+    wscale: number,
+    out: number,
+    ldo: number,
+  ): void;
+  pack_ternary(
+    src: number,
+    rows: number,
+    cols: number,
+    ld: number,
+    inv: number,
+    dst: number,
+  ): void;
+  fma_probe(iters: number): number;
+}
+
+const PAGE = 65536;
+const MAX_PAGES = 65536;
+const ALIGN = 64;
+const I32_MAX = 0x7fffffff;
+
+function checkCount(v: number, name: string): void {
+  if (!Number.isInteger(v) || v < 0 || v > I32_MAX) {
+    throw new RangeError(`${name}: expected a non-negative integer, got ${v}`);
+  }
+}
+
+/**
+ * The kernels bound to their own memory and arena. Create with
+ * {@link WasmKernels.create}.
+ */
+export class WasmKernels {
+  /** The variant this instance runs. */
+  readonly variant: WasmVariant;
+  /** The memory all pointers refer to (shared, growable). */
+  readonly memory: WebAssembly.Memory;
+  readonly #k: KernelExports;
+  /** Free blocks sorted by address, never adjacent to each other or to #top. */
+  readonly #freeList: { ptr: number; size: number }[] = [];
+  readonly #sizes = new Map<number, number>();
+  #top = ALIGN; // the first 64 bytes stay unused so that no pointer is 0
+  #work = 0;
+  #workBytes = 0;
+
+  private constructor(
+    variant: WasmVariant,
+    memory: WebAssembly.Memory,
+    exports: KernelExports,
+  ) {
+    this.variant = variant;
+    this.memory = memory;
+    this.#k = exports;
+  }
+
+  /**
+   * Compiles and instantiates the kernels (`variant` defaults to
+   * {@link ACTIVE_WASM_VARIANT}); throws if the engine lacks the variant.
+   */
+  static async create(
+    options: {
+      readonly variant?: WasmVariant;
+      /**
+       * Use a shared memory (default: when the engine allows one), so that
+       * workers could run kernels on the same arena.
+       */
+      readonly sharedMemory?: boolean;
+    } = {},
+  ): Promise<WasmKernels> {
+    const variant = options.variant ?? ACTIVE_WASM_VARIANT;
+    if (variant !== "relaxed" && variant !== "portable") {
+      throw new RangeError(`variant: unknown variant ${variant}`);
+    }
+    if (variant === "relaxed" && !RELAXED_SIMD_SUPPORTED) {
+      throw new Error("variant: this engine does not support relaxed SIMD");
+    }
+    const shared = options.sharedMemory ?? SHARED_MEMORY_SUPPORTED;
+    const memory = new WebAssembly.Memory({
+      initial: 16,
+      maximum: MAX_PAGES,
+      shared,
+    });
+    const module = await WebAssembly.compile(
+      shared ? BYTES[variant] : unsharedMemoryBytes(BYTES[variant]),
+    );
+    const instance = await WebAssembly.instantiate(module, { env: { memory } });
+    return new WasmKernels(
+      variant,
+      memory,
+      instance.exports as unknown as KernelExports,
+    );
+  }
+
+  // ---------------------------------------------------------------- arena
+
+  /**
+   * Allocates `bytes` bytes (64-byte aligned, contents unspecified) and
+   * returns the pointer; grows the memory when needed.
+   */
+  alloc(bytes: number): number {
+    checkCount(bytes, "bytes");
+    const size = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
+    const list = this.#freeList;
+    for (let i = 0; i < list.length; i++) {
+      const blk = list[i];
+      if (blk.size < size) continue;
+      const ptr = blk.ptr;
+      if (blk.size === size) list.splice(i, 1);
+      else {
+        blk.ptr += size;
+        blk.size -= size;
+      }
+      this.#sizes.set(ptr, size);
+      return ptr;
+    }
+    const ptr = this.#top;
+    this.#ensureCapacity(ptr + size);
+    this.#top = ptr + size;
+    this.#sizes.set(ptr, size);
+    return ptr;
+  }
+
+  /** Releases a pointer returned by {@link alloc}. */
+  free(ptr: number): void {
+    const size = this.#sizes.get(ptr);
+    if (size === undefined) {
+      throw new RangeError(`ptr: ${ptr} is not an allocated block`);
+    }
+    this.#sizes.delete(ptr);
+    const list = this.#freeList;
+    let i = 0;
+    while (i < list.length && list[i].ptr < ptr) i++;
+    let blk = { ptr, size };
+    const prev = list[i - 1];
+    if (prev && prev.ptr + prev.size === ptr) {
+      prev.size += size;
+      blk = prev;
+    } else list.splice(i, 0, blk);
+    const j = blk === prev ? i : i + 1;
+    const next = list[j];
+    if (next && blk.ptr + blk.size === next.ptr) {
+      blk.size += next.size;
+      list.splice(j, 1);
+    }
+    if (blk.ptr + blk.size === this.#top) {
+      this.#top = blk.ptr;
+      list.splice(list.indexOf(blk), 1);
+    }
+  }
+
+  /** Bytes currently allocated (including the kernels' own workspace). */
+  get allocatedBytes(): number {
+    let total = 0;
+    for (const s of this.#sizes.values()) total += s;
+    return total;
+  }
+
+  #ensureCapacity(end: number): void {
+    const have = this.memory.buffer.byteLength;
+    if (end <= have) return;
+    const pages = Math.ceil(end / PAGE);
+    if (pages > MAX_PAGES) {
+      throw new RangeError(`bytes: ${end} bytes exceed the 4 GiB wasm memory`);
+    }
+    // Grow geometrically so that a sequence of allocations stays linear.
+    const want = Math.min(MAX_PAGES, Math.max(pages, 2 * (have / PAGE)));
+    this.memory.grow(want - have / PAGE);
+  }
+
+  /** A Float32Array view of `length` floats at `ptr`. */
+  f32(ptr: number, length: number): Float32Array {
+    return new Float32Array(this.memory.buffer, ptr, length);
+  }
+
+  /** An Int8Array view of `length` bytes at `ptr`. */
+  i8(ptr: number, length: number): Int8Array {
+    return new Int8Array(this.memory.buffer, ptr, length);
+  }
+
+  /** A Uint8Array view of `length` bytes at `ptr`. */
+  u8(ptr: number, length: number): Uint8Array {
+    return new Uint8Array(this.memory.buffer, ptr, length);
+  }
+
+  /** An Int32Array view of `length` ints at `ptr`. */
+  i32(ptr: number, length: number): Int32Array {
+    return new Int32Array(this.memory.buffer, ptr, length);
+  }
+
+  #checkRange(ptr: number, bytes: number, name: string, align = 1): void {
+    // Pointers span the whole 4 GiB of a wasm32 memory (i32 params wrap).
+    if (!Number.isInteger(ptr) || ptr < 0) {
+      throw new RangeError(`${name}: invalid pointer ${ptr}`);
+    }
+    if (ptr % align !== 0) {
+      throw new RangeError(`${name}: pointer ${ptr} is not ${align}-aligned`);
+    }
+    if (ptr + bytes > this.memory.buffer.byteLength) {
+      throw new RangeError(
+        `${name}: ${bytes} bytes at ${ptr} run past the memory (${this.memory.buffer.byteLength} bytes)`,
+      );
+    }
+  }
+
+  /** Extent in elements of a rows×cols matrix with leading dimension ld. */
+  static #extent(rows: number, cols: number, ld: number): number {
+    return rows === 0 || cols === 0 ? 0 : (rows - 1) * ld + cols;
+  }
+
+  static #ld(
+    ld: number | undefined,
+    min: number,
+    name: string,
+  ): number {
+    const v = ld ?? min;
+    checkCount(v, name);
+    if (v < min) throw new RangeError(`${name}: ${v} is below ${min}`);
+    return v;
+  }
+
+  // -------------------------------------------------------------- kernels
+
+  /**
+   * f32 matmul, row-major: C = op(A)·op(B), or C += op(A)·op(B) with
+   * `accumulate`; op is identity or transpose per operand.
+   */
+  matmul(args: MatmulArgs): void {
+    const { a, b, c, m, n, k } = args;
+    checkCount(m, "m");
+    checkCount(n, "n");
+    checkCount(k, "k");
+    const transA = args.transA ?? false, transB = args.transB ?? false;
+    const lda = WasmKernels.#ld(args.lda, transA ? m : k, "lda");
+    const ldb = WasmKernels.#ld(args.ldb, transB ? k : n, "ldb");
+    const ldc = WasmKernels.#ld(args.ldc, n, "ldc");
+    const ext = WasmKernels.#extent;
+    this.#checkRange(a, 4 * (transA ? ext(k, m, lda) : ext(m, k, lda)), "a", 4);
+    this.#checkRange(b, 4 * (transB ? ext(n, k, ldb) : ext(k, n, ldb)), "b", 4);
+    this.#checkRange(c, 4 * ext(m, n, ldc), "c", 4);
+    if (m === 0 || n === 0) return;
+    const work = this.#workspace(this.#k.matmul_work_bytes(n));
+    const flags = (transA ? 1 : 0) | (transB ? 2 : 0) |
+      (args.accumulate ? 4 : 0);
+    this.#k.matmul(a, b, c, m, n, k, lda, ldb, ldc, flags, work);
+  }
+
+  #workspace(bytes: number): number {
+    if (bytes > this.#workBytes) {
+      if (this.#work !== 0) this.free(this.#work);
+      this.#work = this.alloc(bytes);
+      this.#workBytes = bytes;
+    }
+    return this.#work;
+  }
+
+  /** f32 matvec: y[i] = Σ_j W[i,j]·x[j] (or y += W·x with `accumulate`). */
+  matvec(args: MatvecArgs): void {
+    const { w, x, y, n, k } = args;
+    checkCount(n, "n");
+    checkCount(k, "k");
+    const ldw = WasmKernels.#ld(args.ldw, k, "ldw");
+    this.#checkRange(w, 4 * WasmKernels.#extent(n, k, ldw), "w", 4);
+    this.#checkRange(x, 4 * k, "x", 4);
+    this.#checkRange(y, 4 * n, "y", 4);
+    this.#k.matvec(w, n, k, ldw, x, y, args.accumulate ? 1 : 0);
+  }
+
+  /**
+   * Per-row absmax int8 quantization (BitNet activations):
+   * s = 127 / max(max_j |x_j|, eps), q_j = clamp(round(x_j·s), −128, 127)
+   * with round half to even; writes q (zero-padded to
+   * ternaryPaddedCols(cols)), 1/s and Σ_j q_j per row.
+   */
+  quantizeRows(args: QuantizeArgs): void {
+    const { x, rows, cols, out, invScales, sums } = args;
+    checkCount(rows, "rows");
+    const kpad = ternaryPaddedCols(cols);
+    const ldx = WasmKernels.#ld(args.ldx, cols, "ldx");
+    const eps = args.eps ?? 1e-5;
+    if (!(eps > 0)) throw new RangeError(`eps: must be positive, got ${eps}`);
+    this.#checkRange(x, 4 * WasmKernels.#extent(rows, cols, ldx), "x", 4);
+    this.#checkRange(out, rows * kpad, "out");
+    this.#checkRange(invScales, 4 * rows, "invScales", 4);
+    this.#checkRange(sums, 4 * rows, "sums", 4);
+    this.#k.quantize_rows(x, rows, cols, ldx, out, kpad, invScales, sums, eps);
+  }
+
+  /**
+   * Ternary × int8 matmul: out[t][i] = (Σ_j c_ij·x_tj − Σ_j x_tj) · scale ·
+   * invScales[t], with c = w + 1 the packed codes, i.e. Σ_j w_ij·x_tj·γ/s_t.
+   */
+  ternaryMatmul(args: TernaryMatmulArgs): void {
+    const { w, n, k, x, tokens, sums, invScales, scale, out } = args;
+    checkCount(n, "n");
+    checkCount(tokens, "tokens");
+    const kpad = ternaryPaddedCols(k);
+    const ldo = WasmKernels.#ld(args.ldo, n, "ldo");
+    if (!Number.isFinite(scale)) {
+      throw new RangeError(`scale: must be finite, got ${scale}`);
+    }
+    this.#checkRange(w, n * (kpad / 4), "w");
+    this.#checkRange(x, tokens * kpad, "x");
+    this.#checkRange(sums, 4 * tokens, "sums", 4);
+    this.#checkRange(invScales, 4 * tokens, "invScales", 4);
+    this.#checkRange(out, 4 * WasmKernels.#extent(tokens, n, ldo), "out", 4);
+    this.#k.tmatmul(
+      w,
+      n,
+      kpad,
+      x,
+      kpad,
+      tokens,
+      sums,
+      invScales,
+      scale,
+      out,
+      ldo,
+    );
+  }
+
+  /**
+   * Ternarizes latent f32 weights and packs them for {@link ternaryMatmul}:
+   * w_q = clamp(round(w · invScale), −1, 1) (round half to even), stored as
+   * the codes w_q + 1 in the layout of {@link packTernaryRows}. NaN weights
+   * give unspecified codes.
+   */
+  packTernary(args: PackTernaryArgs): void {
+    const { w, rows, cols, invScale, out } = args;
+    checkCount(rows, "rows");
+    const rb = ternaryRowBytes(cols);
+    const ldw = WasmKernels.#ld(args.ldw, cols, "ldw");
+    if (!Number.isFinite(invScale)) {
+      throw new RangeError(`invScale: must be finite, got ${invScale}`);
+    }
+    this.#checkRange(w, 4 * WasmKernels.#extent(rows, cols, ldw), "w", 4);
+    this.#checkRange(out, rows * rb, "out");
+    this.#k.pack_ternary(w, rows, cols, ldw, invScale, out);
+  }
+
+  /** {@link ternaryMatmul} for one token (the decode path). */
+  ternaryMatvec(
+    args: Omit<TernaryMatmulArgs, "tokens" | "ldo">,
+  ): void {
+    this.ternaryMatmul({ ...args, tokens: 1 });
+  }
+
+  /**
+   * Runs `iters` iterations of 12 independent f32x4 multiply-add chains
+   * (96 flops each, no memory traffic) and returns a value derived from them;
+   * a peak-throughput probe for benchmarks.
+   */
+  fmaProbe(iters: number): number {
+    checkCount(iters, "iters");
+    return this.#k.fma_probe(iters);
+  }
+}

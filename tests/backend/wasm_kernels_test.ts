@@ -1,0 +1,657 @@
+import { strict as assert } from "node:assert";
+import fc from "fast-check";
+import {
+  ACTIVE_WASM_VARIANT,
+  packTernaryRows,
+  RELAXED_SIMD_SUPPORTED,
+  ternaryPaddedCols,
+  ternaryRowBytes,
+  unpackTernaryRows,
+  WasmKernels,
+  type WasmVariant,
+} from "../../src/backend/wasm/wasm_kernels.ts";
+import {
+  GENERATED_PATH,
+  renderKernelsModule,
+} from "../../scripts/build_wasm.ts";
+
+const VARIANTS: WasmVariant[] = RELAXED_SIMD_SUPPORTED
+  ? ["relaxed", "portable"]
+  : ["portable"];
+const EPS32 = 2 ** -23;
+const kernels = new Map<WasmVariant, WasmKernels>();
+async function kernelsOf(v: WasmVariant): Promise<WasmKernels> {
+  let k = kernels.get(v);
+  if (!k) kernels.set(v, k = await WasmKernels.create({ variant: v }));
+  return k;
+}
+
+/** Deterministic uniform values in [-1, 1) (xorshift32). */
+function rng(seed: number): () => number {
+  let s = (seed | 0) || 1;
+  return () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) / 2 ** 31 - 1;
+  };
+}
+
+/** Copies `data` into a fresh allocation and returns its pointer. */
+function put(K: WasmKernels, data: Float32Array | Int8Array | Uint8Array) {
+  const ptr = K.alloc(data.byteLength);
+  K.u8(ptr, data.byteLength).set(
+    new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+  );
+  return ptr;
+}
+
+Deno.test("generated kernels.wasm.ts matches a rebuild from source", async () => {
+  const path = new URL(`../../${GENERATED_PATH}`, import.meta.url);
+  assert.equal(await renderKernelsModule(), await Deno.readTextFile(path));
+});
+
+Deno.test("the active variant is relaxed exactly when the engine validates it", () => {
+  assert.equal(
+    ACTIVE_WASM_VARIANT,
+    RELAXED_SIMD_SUPPORTED ? "relaxed" : "portable",
+  );
+});
+
+Deno.test("arena: blocks are aligned, disjoint, and survive memory growth", async () => {
+  const K = await WasmKernels.create({ variant: "portable" });
+  const base = K.allocatedBytes;
+  const first = K.alloc(1);
+  K.free(first);
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.oneof(
+          fc.record({
+            op: fc.constant("alloc" as const),
+            bytes: fc.nat(300_000),
+          }),
+          fc.record({ op: fc.constant("free" as const), pick: fc.nat() }),
+        ),
+        { maxLength: 60 },
+      ),
+      (ops) => {
+        const live: { ptr: number; bytes: number; tag: number }[] = [];
+        let tag = 1;
+        for (const o of ops) {
+          if (o.op === "alloc") {
+            const ptr = K.alloc(o.bytes);
+            assert.ok(ptr > 0 && ptr % 64 === 0);
+            K.u8(ptr, o.bytes).fill(tag & 255);
+            live.push({ ptr, bytes: o.bytes, tag: tag++ & 255 });
+          } else if (live.length > 0) {
+            const [b] = live.splice(o.pick % live.length, 1);
+            K.free(b.ptr);
+          }
+        }
+        const sorted = [...live].sort((x, y) => x.ptr - y.ptr);
+        for (let i = 1; i < sorted.length; i++) {
+          const p = sorted[i - 1];
+          assert.ok(p.ptr + Math.max(p.bytes, 1) <= sorted[i].ptr, "overlap");
+        }
+        for (const b of live) {
+          assert.ok(
+            K.u8(b.ptr, b.bytes).every((v) => v === b.tag),
+            "clobbered",
+          );
+          K.free(b.ptr);
+        }
+        assert.equal(K.allocatedBytes, base);
+        // Everything freed coalesces: the lowest block is handed out again.
+        const again = K.alloc(1);
+        assert.equal(again, first);
+        K.free(again);
+      },
+    ),
+    { numRuns: 40 },
+  );
+  assert.throws(() => K.free(12345), /ptr/);
+  assert.throws(() => K.alloc(-1), /bytes/);
+});
+
+Deno.test("kernels also run on an unshared memory", async () => {
+  for (const v of VARIANTS) {
+    const K = await WasmKernels.create({ variant: v, sharedMemory: false });
+    assert.ok(K.memory.buffer instanceof ArrayBuffer);
+    checkMatmul(K, {
+      m: 5,
+      n: 21,
+      k: 9,
+      transA: false,
+      transB: false,
+      accumulate: true,
+      padA: 0,
+      padB: 0,
+      padC: 1,
+      seed: 3,
+    });
+  }
+  const S = await WasmKernels.create({ sharedMemory: true });
+  assert.ok(S.memory.buffer instanceof SharedArrayBuffer);
+});
+
+interface MatmulCase {
+  m: number;
+  n: number;
+  k: number;
+  transA: boolean;
+  transB: boolean;
+  accumulate: boolean;
+  padA: number;
+  padB: number;
+  padC: number;
+  seed: number;
+}
+
+/**
+ * Leaves NaN in the packing workspace (up to `n` columns, two K blocks), so
+ * that padding the kernel fails to zero shows up in the next product.
+ */
+function poisonWorkspace(K: WasmKernels, n: number): void {
+  const k = 300, nan = K.alloc(4 * k * n), c = K.alloc(4 * 2 * n);
+  K.f32(nan, k * n).fill(NaN);
+  K.matmul({ a: nan, b: nan, c, m: 2, n, k });
+  K.free(nan);
+  K.free(c);
+}
+
+function checkMatmul(K: WasmKernels, t: MatmulCase): void {
+  const { m, n, k, transA, transB, accumulate } = t;
+  poisonWorkspace(K, Math.max(n, 64));
+  const lda = (transA ? m : k) + t.padA;
+  const ldb = (transB ? k : n) + t.padB;
+  const ldc = n + t.padC;
+  const r = rng(t.seed);
+  const A = Float32Array.from({ length: (transA ? k : m) * lda }, r);
+  const B = Float32Array.from({ length: (transB ? n : k) * ldb }, r);
+  const C0 = Float32Array.from({ length: m * ldc }, r);
+  const cInit = accumulate ? C0.slice() : C0.slice().fill(NaN);
+  // Elements between rows (ldc > n) must stay untouched: mark them.
+  for (let i = 0; i < m; i++) cInit.fill(-7, i * ldc + n, (i + 1) * ldc);
+  const a = put(K, A), b = put(K, B), c = put(K, cInit);
+  try {
+    K.matmul({ a, b, c, m, n, k, transA, transB, accumulate, lda, ldb, ldc });
+    const C = K.f32(c, m * ldc);
+    const tol = (k + 2) * 4 * EPS32; // |A|, |B|, |C0| ≤ 1
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < ldc; j++) {
+        const got = C[i * ldc + j];
+        if (j >= n) {
+          assert.equal(got, -7, `gap (${i},${j}) written`);
+          continue;
+        }
+        let s = accumulate ? C0[i * ldc + j] : 0;
+        for (let p = 0; p < k; p++) {
+          const av = transA ? A[p * lda + i] : A[i * lda + p];
+          const bv = transB ? B[j * ldb + p] : B[p * ldb + j];
+          s += av * bv;
+        }
+        assert.ok(
+          Math.abs(got - s) <= tol,
+          `C[${i},${j}] = ${got}, want ${s} (${JSON.stringify(t)})`,
+        );
+      }
+    }
+  } finally {
+    K.free(a);
+    K.free(b);
+    K.free(c);
+  }
+}
+
+for (const v of VARIANTS) {
+  Deno.test(`matmul (${v}): every tile remainder, all transposes, accumulate on/off`, async () => {
+    const K = await kernelsOf(v);
+    let seed = 1;
+    // M mod 2, N mod 16 and K mod 4 all covered; K crosses a 256 block.
+    for (const m of [1, 2, 3]) {
+      for (let n = 1; n <= 33; n++) {
+        for (const k of [0, 1, 2, 3, 4, 7, 258]) {
+          const flags = seed++;
+          checkMatmul(K, {
+            m,
+            n,
+            k,
+            transA: (flags & 1) === 1,
+            transB: (flags & 2) === 2,
+            accumulate: (flags & 4) === 4,
+            padA: 0,
+            padB: 0,
+            padC: flags % 3,
+            seed,
+          });
+        }
+      }
+    }
+  });
+
+  Deno.test(`matmul (${v}): random shapes across M, K blocks and leading dimensions`, async () => {
+    const K = await kernelsOf(v);
+    fc.assert(
+      fc.property(
+        fc.record({
+          m: fc.integer({ min: 1, max: 140 }),
+          n: fc.integer({ min: 1, max: 50 }),
+          k: fc.integer({ min: 0, max: 600 }),
+          transA: fc.boolean(),
+          transB: fc.boolean(),
+          accumulate: fc.boolean(),
+          padA: fc.nat(5),
+          padB: fc.nat(5),
+          padC: fc.nat(5),
+          seed: fc.integer(),
+        }),
+        (t) => checkMatmul(K, t),
+      ),
+      { numRuns: 40 },
+    );
+  });
+
+  Deno.test(`matmul (${v}): N across the 2048-column block`, async () => {
+    const K = await kernelsOf(v);
+    checkMatmul(K, {
+      m: 3,
+      n: 2048 + 19,
+      k: 5,
+      transA: false,
+      transB: true,
+      accumulate: false,
+      padA: 0,
+      padB: 1,
+      padC: 2,
+      seed: 9,
+    });
+  });
+
+  Deno.test(`matvec (${v}): y (+)= W·x for every row and K remainder`, async () => {
+    const K = await kernelsOf(v);
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 13 }),
+        fc.integer({ min: 0, max: 70 }),
+        fc.nat(3),
+        fc.boolean(),
+        fc.integer(),
+        (n, k, pad, accumulate, seed) => {
+          const ldw = k + pad;
+          const r = rng(seed);
+          const W = Float32Array.from({ length: n * ldw }, r);
+          const x = Float32Array.from({ length: k }, r);
+          const y0 = Float32Array.from({ length: n }, r);
+          const w = put(K, W), xp = put(K, x);
+          const y = put(K, accumulate ? y0 : y0.slice().fill(NaN));
+          try {
+            K.matvec({ w, x: xp, y, n, k, ldw, accumulate });
+            const Y = K.f32(y, n);
+            for (let i = 0; i < n; i++) {
+              let s = accumulate ? y0[i] : 0;
+              for (let j = 0; j < k; j++) s += W[i * ldw + j] * x[j];
+              assert.ok(Math.abs(Y[i] - s) <= (k + 2) * 4 * EPS32, `y[${i}]`);
+            }
+          } finally {
+            K.free(w);
+            K.free(xp);
+            K.free(y);
+          }
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+}
+
+/** Reference int8 quantization, in the kernel's f32 arithmetic. */
+function quantizeRef(x: Float32Array, eps: number) {
+  let m = 0;
+  for (const v of x) m = Math.max(m, Math.abs(v));
+  m = Math.fround(Math.max(m, Math.fround(eps)));
+  const s = Math.fround(127 / m);
+  const q = new Int8Array(x.length);
+  let sum = 0;
+  for (let i = 0; i < x.length; i++) {
+    q[i] = Math.max(-128, Math.min(127, roundEven(Math.fround(x[i] * s))));
+    sum += q[i];
+  }
+  return { q, sum, inv: Math.fround(m / 127), s };
+}
+
+for (const v of VARIANTS) {
+  Deno.test(`quantizeRows (${v}): matches the f32 reference, zero padding, sums`, async () => {
+    const K = await kernelsOf(v);
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 5 }),
+        fc.integer({ min: 1, max: 200 }),
+        fc.nat(3),
+        fc.integer(),
+        fc.constantFrom(1, 1e-3, 100),
+        (rows, cols, pad, seed, amp) => {
+          const ldx = cols + pad;
+          const r = rng(seed);
+          const X = Float32Array.from({ length: rows * ldx }, () => r() * amp);
+          if (seed % 5 === 0) X.fill(0, 0, cols); // an all-zero row hits eps
+          if (seed % 7 === 0) X[0] = 2.5 / 127 * amp; // exact ties
+          const kpad = ternaryPaddedCols(cols);
+          const x = put(K, X);
+          const out = K.alloc(rows * kpad), inv = K.alloc(4 * rows);
+          const sums = K.alloc(4 * rows);
+          K.u8(out, rows * kpad).fill(0xaa);
+          K.f32(inv, rows).fill(NaN);
+          K.i32(sums, rows).fill(-999999);
+          try {
+            K.quantizeRows({ x, rows, cols, ldx, out, invScales: inv, sums });
+            for (let i = 0; i < rows; i++) {
+              const ref = quantizeRef(
+                X.subarray(i * ldx, i * ldx + cols),
+                1e-5,
+              );
+              const q = K.i8(out + i * kpad, kpad);
+              assert.deepEqual(
+                Array.from(q.subarray(0, cols)),
+                Array.from(ref.q),
+              );
+              assert.ok(q.subarray(cols).every((b) => b === 0), "padding");
+              assert.equal(K.f32(inv, rows)[i], ref.inv);
+              assert.equal(K.i32(sums, rows)[i], ref.sum);
+              for (let j = 0; j < cols; j++) {
+                // |q/s − x| ≤ 1/(2s) up to f32 rounding of x·s
+                const err = Math.abs(ref.q[j] / ref.s - X[i * ldx + j]);
+                assert.ok(err <= (0.5 + 1e-4) / ref.s);
+              }
+            }
+          } finally {
+            for (const p of [x, out, inv, sums]) K.free(p);
+          }
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+}
+
+Deno.test("packTernaryRows: layout of REFERENCE §5 and round trip", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 4 }),
+      fc.integer({ min: 1, max: 200 }),
+      fc.integer(),
+      (rows, cols, seed) => {
+        const r = rng(seed);
+        const w = Int8Array.from(
+          { length: rows * cols },
+          () => Math.floor((r() + 1) * 1.5) - 1,
+        );
+        const p = packTernaryRows(w, rows, cols);
+        const rb = ternaryRowBytes(cols);
+        assert.equal(p.length, rows * rb);
+        assert.deepEqual(unpackTernaryRows(p, rows, cols), w);
+        for (let i = 0; i < rows; i++) {
+          for (let k = 0; k < rb * 4; k++) {
+            const byte = p[i * rb + Math.floor(k / 64) * 16 + (k % 16)];
+            const code = (byte >> (2 * Math.floor((k % 64) / 16))) & 3;
+            assert.equal(code, k < cols ? w[i * cols + k] + 1 : 1);
+          }
+        }
+      },
+    ),
+    { numRuns: 50 },
+  );
+  assert.throws(() => packTernaryRows(Int8Array.of(2), 1, 1), /weights/);
+  assert.throws(() => packTernaryRows(Int8Array.of(0, 1), 1, 1), /weights/);
+  assert.throws(() => unpackTernaryRows(Uint8Array.of(255), 1, 1), /packed/);
+});
+
+/** Round half to even of an f32 value (as f32x4.nearest). */
+function roundEven(y: number): number {
+  const r = Math.round(y);
+  return r - y === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+for (const v of VARIANTS) {
+  Deno.test(`packTernary (${v}): same bytes as packTernaryRows of the f32 reference`, async () => {
+    const K = await kernelsOf(v);
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 5 }),
+        fc.integer({ min: 0, max: 300 }),
+        fc.nat(3),
+        fc.integer(),
+        (rows, cols, pad, seed) => {
+          const ldw = cols + pad, r = rng(seed);
+          const inv = 1 / (0.2 + Math.abs(r()));
+          // Weights on the rounding ties ±0.5/inv, ±1.5/inv now and then.
+          const W = Float32Array.from(
+            { length: rows * ldw },
+            () => seed % 3 === 0 ? (Math.floor(r() * 4) + 0.5) / inv : 2 * r(),
+          );
+          const want = new Int8Array(rows * cols);
+          for (let i = 0; i < rows; i++) {
+            for (let j = 0; j < cols; j++) {
+              const q = roundEven(
+                Math.fround(W[i * ldw + j] * Math.fround(inv)),
+              );
+              want[i * cols + j] = Math.max(-1, Math.min(1, q));
+            }
+          }
+          const rb = ternaryRowBytes(cols);
+          const w = put(K, W), out = K.alloc(rows * rb);
+          K.u8(out, rows * rb).fill(0xff);
+          try {
+            K.packTernary({ w, rows, cols, ldw, invScale: inv, out });
+            assert.deepEqual(
+              K.u8(out, rows * rb).slice(),
+              packTernaryRows(want, rows, cols),
+            );
+          } finally {
+            K.free(w);
+            K.free(out);
+          }
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+}
+
+interface TernaryCase {
+  n: number;
+  k: number;
+  tokens: number;
+  padO: number;
+  seed: number;
+  extreme: boolean;
+}
+
+function checkTernary(K: WasmKernels, t: TernaryCase): void {
+  const { n, k, tokens } = t;
+  const kpad = ternaryPaddedCols(k);
+  const ldo = n + t.padO;
+  const r = rng(t.seed);
+  const W = Int8Array.from(
+    { length: n * k },
+    () => t.extreme ? 1 : Math.floor((r() + 1) * 1.5) - 1,
+  );
+  // Extreme: x = −128 everywhere (largest |Σ c·x| the i16 lanes must hold).
+  const X = new Int8Array(tokens * kpad);
+  for (let i = 0; i < tokens; i++) {
+    for (let j = 0; j < k; j++) {
+      X[i * kpad + j] = t.extreme
+        ? (i % 2 ? 127 : -128)
+        : Math.floor(r() * 128);
+    }
+  }
+  const sums = new Int32Array(tokens);
+  for (let i = 0; i < tokens; i++) {
+    for (let j = 0; j < kpad; j++) sums[i] += X[i * kpad + j];
+  }
+  const inv = Float32Array.from({ length: tokens }, () => Math.abs(r()) + 0.01);
+  const scale = 0.37;
+  const w = put(K, packTernaryRows(W, n, k)), x = put(K, X);
+  const s = put(K, new Uint8Array(sums.buffer)), iv = put(K, inv);
+  const outLen = tokens * ldo;
+  const out = K.alloc(4 * outLen);
+  K.f32(out, outLen).fill(NaN);
+  for (let i = 0; i < tokens; i++) {
+    K.f32(out, outLen).fill(-7, i * ldo + n, (i + 1) * ldo);
+  }
+  try {
+    K.ternaryMatmul({
+      w,
+      n,
+      k,
+      x,
+      tokens,
+      sums: s,
+      invScales: iv,
+      scale,
+      out,
+      ldo,
+    });
+    const O = K.f32(out, outLen);
+    for (let i = 0; i < tokens; i++) {
+      for (let j = 0; j < ldo; j++) {
+        if (j >= n) {
+          assert.equal(O[i * ldo + j], -7, "gap written");
+          continue;
+        }
+        let d = 0;
+        for (let p = 0; p < k; p++) d += W[j * k + p] * X[i * kpad + p];
+        const want = Math.fround(
+          Math.fround(d) * Math.fround(Math.fround(scale) * inv[i]),
+        );
+        assert.equal(
+          O[i * ldo + j],
+          want,
+          `out[${i},${j}] (${JSON.stringify(t)})`,
+        );
+      }
+    }
+  } finally {
+    for (const p of [w, x, s, iv, out]) K.free(p);
+  }
+}
+
+for (const v of VARIANTS) {
+  Deno.test(`ternaryMatmul (${v}): exact for every row/token/K remainder`, async () => {
+    const K = await kernelsOf(v);
+    fc.assert(
+      fc.property(
+        fc.record({
+          n: fc.integer({ min: 1, max: 140 }),
+          k: fc.integer({ min: 0, max: 1200 }),
+          tokens: fc.integer({ min: 1, max: 9 }),
+          padO: fc.nat(3),
+          seed: fc.integer(),
+          extreme: fc.constant(false),
+        }),
+        (t) => checkTernary(K, t),
+      ),
+      { numRuns: 60 },
+    );
+    // Every tile shape: rows mod 4, tokens mod 4.
+    for (let n = 1; n <= 9; n++) {
+      for (let tokens = 1; tokens <= 5; tokens++) {
+        checkTernary(K, {
+          n,
+          k: 70,
+          tokens,
+          padO: 1,
+          seed: n * 7 + tokens,
+          extreme: false,
+        });
+      }
+    }
+  });
+
+  Deno.test(`ternaryMatmul (${v}): no i16 overflow at the extremes (all +1, x = −128/127)`, async () => {
+    const K = await kernelsOf(v);
+    checkTernary(K, {
+      n: 5,
+      k: 4096 + 64,
+      tokens: 5,
+      padO: 0,
+      seed: 1,
+      extreme: true,
+    });
+  });
+
+  Deno.test(`ternaryMatvec (${v}) after quantizeRows ≈ f64 product`, async () => {
+    const K = await kernelsOf(v);
+    const n = 37, k = 300, r = rng(5);
+    const W = Int8Array.from(
+      { length: n * k },
+      () => Math.floor((r() + 1) * 1.5) - 1,
+    );
+    const X = Float32Array.from({ length: k }, r);
+    const kpad = ternaryPaddedCols(k);
+    const w = put(K, packTernaryRows(W, n, k)), x = put(K, X);
+    const q = K.alloc(kpad),
+      inv = K.alloc(4),
+      sums = K.alloc(4),
+      out = K.alloc(4 * n);
+    K.f32(out, n).fill(NaN);
+    K.quantizeRows({ x, rows: 1, cols: k, out: q, invScales: inv, sums });
+    K.ternaryMatvec({ w, n, k, x: q, sums, invScales: inv, scale: 0.5, out });
+    const O = K.f32(out, n);
+    const maxX = X.reduce((a, b) => Math.max(a, Math.abs(b)), 0);
+    for (let i = 0; i < n; i++) {
+      let s = 0;
+      for (let j = 0; j < k; j++) s += W[i * k + j] * X[j] * 0.5;
+      // each x_j is off by at most maxX/254 after quantization
+      assert.ok(Math.abs(O[i] - s) <= 0.5 * k * maxX / 254 + 1e-5, `out[${i}]`);
+    }
+    for (const p of [w, x, q, inv, sums, out]) K.free(p);
+  });
+}
+
+Deno.test("kernels reject bad arguments with the argument's name", async () => {
+  const K = await kernelsOf(VARIANTS[0]);
+  const p = K.alloc(64);
+  const cap = K.memory.buffer.byteLength;
+  assert.throws(() => K.matmul({ a: p, b: p, c: p, m: 1.5, n: 1, k: 1 }), /m:/);
+  assert.throws(
+    () => K.matmul({ a: p, b: p, c: p, m: 2, n: 2, k: 2, lda: 1 }),
+    /lda/,
+  );
+  assert.throws(() => K.matmul({ a: cap, b: p, c: p, m: 1, n: 1, k: 1 }), /a:/);
+  assert.throws(
+    () => K.matmul({ a: p + 1, b: p, c: p, m: 1, n: 1, k: 1 }),
+    /a:/,
+  );
+  assert.throws(() => K.matvec({ w: p, x: p, y: cap, n: 1, k: 1 }), /y:/);
+  assert.throws(
+    () =>
+      K.quantizeRows({
+        x: p,
+        rows: 1,
+        cols: 4,
+        out: p,
+        invScales: p,
+        sums: p,
+        eps: 0,
+      }),
+    /eps/,
+  );
+  assert.throws(
+    () =>
+      K.ternaryMatmul({
+        w: p,
+        n: 1,
+        k: 64,
+        x: p,
+        tokens: 1,
+        sums: p,
+        invScales: p,
+        scale: NaN,
+        out: p,
+      }),
+    /scale/,
+  );
+  assert.ok(Number.isFinite(K.fmaProbe(10)));
+  K.free(p);
+});
