@@ -58,6 +58,8 @@ export interface FakeQuantOptions {
   readonly cols: number;
   /** λ ∈ [0, 1]: 0 is full precision, 1 the hard quantizer. */
   readonly lambda: number;
+  /** Ternary weights only: the dynamic-threshold variant (Δ = 0.7·mean|W|). */
+  readonly dynamicThreshold?: boolean;
 }
 
 /** One AdamW step's hyper-parameters (PyTorch order; see `adamwStep`). */
@@ -99,6 +101,8 @@ export interface Backend {
 
   /** `t ← value` everywhere. */
   fill(t: Tensor, value: number): void;
+  /** `t ← clamp(t, −limit, limit)` (latent-weight clipping). */
+  clamp(t: Tensor, limit: number): void;
   /** `out ← a + b`. */
   add(a: Tensor, b: Tensor, out: Tensor): void;
   /** `out ← out + s · a` (axpy). */
@@ -158,6 +162,29 @@ export interface Backend {
     rstd: Tensor,
     dx: Tensor,
     dg: Tensor,
+    shape: NormShape,
+  ): void;
+
+  /** LayerNorm `out = (x − mean) / sqrt(var + ε) · w + b`; writes per-row `mean` and `rstd`. */
+  layernorm(
+    x: Tensor,
+    w: Tensor,
+    bias: Tensor,
+    out: Tensor,
+    mean: Tensor,
+    rstd: Tensor,
+    shape: NormShape,
+  ): void;
+  /** Adds the LayerNorm gradients into `dx`, `dw`, `dbias`. */
+  layernormBackward(
+    dout: Tensor,
+    x: Tensor,
+    w: Tensor,
+    mean: Tensor,
+    rstd: Tensor,
+    dx: Tensor,
+    dw: Tensor,
+    dbias: Tensor,
     shape: NormShape,
   ): void;
 

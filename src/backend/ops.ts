@@ -31,6 +31,8 @@ export interface BitLinearOptions {
   readonly lambdaA: number;
   /** λ of the weight quantizer; 0 disables it. */
   readonly lambdaW: number;
+  /** Ternary only: dynamic-threshold quantizer instead of absmean. */
+  readonly dynamicThreshold?: boolean;
 }
 
 /**
@@ -58,6 +60,7 @@ export function bitLinear(
       rows: n,
       cols: k,
       lambda: o.lambdaW,
+      dynamicThreshold: o.dynamicThreshold,
     });
   }
   const y = tape.output(rows * n, [x, w]);
@@ -80,16 +83,39 @@ export function bitLinear(
   return y;
 }
 
-/** Rows of `table` gathered by `ids`; backward scatter-adds into the table's gradient. */
+/** Weight quantization of a table: its mode and STE λ. */
+export interface TableQuant {
+  /** Storage mode of the table. */
+  readonly mode: WeightQuantMode;
+  /** λ of the weight quantizer. */
+  readonly lambda: number;
+}
+
+/**
+ * Rows of `table` gathered by `ids`; backward scatter-adds into the table's
+ * gradient. With `quant`, rows are gathered from the fake-quantized table
+ * `W + λ(Q(W) − W)` (per-row scales for `eightbit`) and the gradient passes
+ * straight through to the latent table.
+ */
 export function embedding(
   tape: Tape,
   table: Var,
   ids: Var,
   shape: EmbeddingShape,
+  quant?: TableQuant,
 ): Var {
   const b = tape.backend;
+  let source = table.value;
+  if (quant !== undefined && quant.mode !== "f16" && quant.lambda > 0) {
+    source = tape.scratch(table.size);
+    b.fakeQuantWeights(table.value, source, quant.mode, {
+      rows: shape.vocab,
+      cols: shape.dim,
+      lambda: quant.lambda,
+    });
+  }
   const out = tape.output(ids.size * shape.dim, [table]);
-  b.embedding(table.value, ids.value, out.value, shape);
+  b.embedding(source, ids.value, out.value, shape);
   tape.record([table], () => {
     b.embeddingBackward(tape.grad(out), ids.value, tape.grad(table), shape);
   });
@@ -107,6 +133,36 @@ export function rmsnorm(tape: Tape, x: Var, g: Var, shape: NormShape): Var {
     const dx = x.requiresGrad ? tape.grad(x) : tape.scratch(x.size);
     const dg = g.requiresGrad ? tape.grad(g) : tape.scratch(g.size);
     b.rmsnormBackward(tape.grad(out), x.value, g.value, rstd, dx, dg, shape);
+  });
+  return out;
+}
+
+/** LayerNorm `(x − mean) / sqrt(var + ε) · w + b` per row. */
+export function layernorm(
+  tape: Tape,
+  x: Var,
+  w: Var,
+  bias: Var,
+  shape: NormShape,
+): Var {
+  const b = tape.backend;
+  const out = tape.output(x.size, [x, w, bias]);
+  const mean = tape.scratch(shape.rows);
+  const rstd = tape.scratch(shape.rows);
+  b.layernorm(x.value, w.value, bias.value, out.value, mean, rstd, shape);
+  tape.record([x, w, bias], () => {
+    const g = (v: Var) => v.requiresGrad ? tape.grad(v) : tape.scratch(v.size);
+    b.layernormBackward(
+      tape.grad(out),
+      x.value,
+      w.value,
+      mean,
+      rstd,
+      g(x),
+      g(w),
+      g(bias),
+      shape,
+    );
   });
   return out;
 }

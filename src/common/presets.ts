@@ -28,7 +28,7 @@ const decode = Schema.decodeSync(OneBitLlmConfig);
 
 /**
  * The presets, decoded (defaults filled in) and validated:
- * - `tiny`: vocab 256, hidden 64, 2 layers, 4 heads, FFN 128, seq 64 — for
+ * - `tiny`: vocab 512 (the smallest byte-level BPE worth training: 256 bytes + merges), hidden 64, 2 layers, 4 heads, FFN 128, seq 64 — for
  *   tests, trains in seconds;
  * - `ref-4m`: vocab 4096, hidden 256, 4 layers, 4 heads, FFN 768, seq 128
  *   (4.46M parameters), the PyTorch reference model;
@@ -41,7 +41,7 @@ const decode = Schema.decodeSync(OneBitLlmConfig);
 export const PRESETS: Readonly<Record<PresetName, OneBitLlmConfig>> = {
   "tiny": decode({
     ...BITNET_ARCH,
-    vocab_size: 256,
+    vocab_size: 512,
     hidden_size: 64,
     num_layers: 2,
     num_heads: 4,

@@ -338,7 +338,7 @@ Deno.test("presets decode, validate and have the documented shapes", () => {
     c.intermediate_size,
     c.max_seq_len,
   ];
-  assert.deepStrictEqual(sizes(preset("tiny")), [256, 64, 2, 4, 128, 64]);
+  assert.deepStrictEqual(sizes(preset("tiny")), [512, 64, 2, 4, 128, 64]);
   assert.deepStrictEqual(sizes(preset("ref-4m")), [4096, 256, 4, 4, 768, 128]);
   assert.deepStrictEqual(sizes(preset("bitnet-100m")), [
     4096,

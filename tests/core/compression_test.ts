@@ -83,23 +83,23 @@ Deno.test("storageBytes follows the documented storage model", () => {
 });
 
 Deno.test("tiny: hand-computed totals", () => {
-  // tiny: vocab 256, hidden 64, 2 layers, FFN 128, SwiGLU, SubLN, tied, ternary.
-  // token_embd 256·64 = 16384 weights, f16: 32768 B.
+  // tiny: vocab 512, hidden 64, 2 layers, FFN 128, SwiGLU, SubLN, tied, ternary.
+  // token_embd 512·64 = 32768 weights, f16: 65536 B.
   // Per block: q,k,v,o 4096 weights each, ternary ceil(4096/5)+4 = 824 B;
   // gate, up, down 8192 each, ceil(8192/5)+4 = 1643 B; norms 64+64+64+128 = 320
   // weights, f32: 1280 B. Block: 41280 weights, 4·824 + 3·1643 + 1280 = 9505 B.
   // output_norm 64 weights: 256 B.
   const s = compressionStats(preset("tiny"));
-  assert.equal(s.totalParams, 16384 + 2 * 41280 + 64);
-  assert.equal(s.totalBytes, 32768 + 2 * 9505 + 256);
+  assert.equal(s.totalParams, 32768 + 2 * 41280 + 64);
+  assert.equal(s.totalBytes, 65536 + 2 * 9505 + 256);
   assert.deepStrictEqual(
     s.layers.map((l) => [l.layer, l.params, l.bytes]),
     [[0, 41280, 9505], [1, 41280, 9505]],
   );
   // All f16: 2 B per linear and embedding weight, norms still f32.
-  const f16 = 2 * (16384 + 2 * 40960) + 4 * (2 * 320 + 64);
+  const f16 = 2 * (32768 + 2 * 40960) + 4 * (2 * 320 + 64);
   assert.equal(s.f16Bytes, f16);
-  assert.equal(s.ratio, f16 / (32768 + 2 * 9505 + 256));
+  assert.equal(s.ratio, f16 / (65536 + 2 * 9505 + 256));
   assert.equal(s.bitsPerParam, 8 * s.totalBytes / s.totalParams);
   const q = s.tensors.find((t) => t.name === "blk.1.attn_q.weight")!;
   assert.deepStrictEqual(q, {
@@ -205,7 +205,7 @@ Deno.test("overrides and the LM head change exactly their tensors", () => {
   ]);
   const head = s.tensors.find((t) => t.name === "output.weight")!;
   // eightbit: one byte per weight plus an f32 scale per output row.
-  assert.equal(head.bytes, 256 * 64 + 4 * 256);
+  assert.equal(head.bytes, 512 * 64 + 4 * 512);
   // lm_head absent: the embedding's mode.
   const fallback = compressionStats(c, { ...map, lm_head: undefined });
   assert.equal(

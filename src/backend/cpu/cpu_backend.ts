@@ -25,6 +25,8 @@ import {
   crossEntropyForward,
   type CrossEntropyShape,
   embeddingBackward,
+  layernormBackward,
+  layernormForward,
   type EmbeddingShape,
   mulBackward,
   type NormShape,
@@ -145,6 +147,13 @@ export class CpuBackend implements Backend {
     cpu(t).data.fill(value);
   }
 
+  clamp(t: Tensor, limit: number): void {
+    const d = f32(t);
+    for (let i = 0; i < d.length; i++) {
+      d[i] = d[i] > limit ? limit : d[i] < -limit ? -limit : d[i];
+    }
+  }
+
   add(a: Tensor, b: Tensor, out: Tensor): void {
     sameSize("add", a, b);
     sameSize("add", a, out);
@@ -208,7 +217,9 @@ export class CpuBackend implements Backend {
     mode: WeightQuantMode,
     o: FakeQuantOptions,
   ): void {
-    const q = fakeQuantizeWeights(mode, f32(w), o.rows, o.cols, {}, f32(out));
+    const q = fakeQuantizeWeights(mode, f32(w), o.rows, o.cols, {
+      dynamicThreshold: o.dynamicThreshold,
+    }, f32(out));
     steBlend(f32(w), q, o.lambda, q);
   }
 
@@ -273,6 +284,40 @@ export class CpuBackend implements Backend {
       f32(dout),
       { x: f32(x), g: f32(g), rstd: f32(rstd) },
       { dx: f32(dx), dg: f32(dg) },
+      shape,
+    );
+  }
+
+  layernorm(
+    x: Tensor,
+    w: Tensor,
+    bias: Tensor,
+    out: Tensor,
+    mean: Tensor,
+    rstd: Tensor,
+    shape: NormShape,
+  ): void {
+    const r = layernormForward(f32(x), f32(w), f32(bias), shape);
+    f32(out).set(r.out);
+    f32(mean).set(r.mean);
+    f32(rstd).set(r.rstd);
+  }
+
+  layernormBackward(
+    dout: Tensor,
+    x: Tensor,
+    w: Tensor,
+    mean: Tensor,
+    rstd: Tensor,
+    dx: Tensor,
+    dw: Tensor,
+    dbias: Tensor,
+    shape: NormShape,
+  ): void {
+    layernormBackward(
+      f32(dout),
+      { x: f32(x), weight: f32(w), mean: f32(mean), rstd: f32(rstd) },
+      { dx: f32(dx), dweight: f32(dw), dbias: f32(dbias) },
       shape,
     );
   }
