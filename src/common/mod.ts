@@ -27,3 +27,6 @@ export * from "./mmap.ts";
 export * from "./token_file.ts";
 export * from "./rng.ts";
 export * from "./batches.ts";
+export * from "./atomic_write.ts";
+export * from "./safetensors.ts";
+export * from "./dataset.ts";

@@ -19,6 +19,7 @@ import type { Scope } from "effect";
 import { fileBytes } from "./mmap.ts";
 import type { LoadMode } from "./mmap.ts";
 import { DataError } from "./text_sources.ts";
+import { writeFileAtomic } from "./atomic_write.ts";
 import { toHex } from "./tokenizer.ts";
 
 /** The 4 bytes at the start of every token file. */
@@ -94,8 +95,8 @@ export const encodeTokenFile = (
 };
 
 /**
- * Writes a token file atomically: {@link encodeTokenFile} into a temporary
- * file beside `path`, then a rename, so readers never see a partial file.
+ * Writes a token file atomically ({@link writeFileAtomic}): readers never see
+ * a partial file.
  */
 export const writeTokenFile = (
   path: string,
@@ -114,25 +115,7 @@ export const writeTokenFile = (
           }`,
         }),
     });
-    const tmp = `${path}.${crypto.randomUUID()}.tmp`;
-    yield* Effect.tryPromise({
-      try: async () => {
-        try {
-          await Deno.writeFile(tmp, bytes);
-          await Deno.rename(tmp, path);
-        } catch (e) {
-          await Deno.remove(tmp).catch(() => {});
-          throw e;
-        }
-      },
-      catch: (cause) =>
-        new DataError({
-          file: path,
-          message: `cannot write ${path}: ${
-            cause instanceof Error ? cause.message : String(cause)
-          }`,
-        }),
-    });
+    yield* writeFileAtomic(path, bytes);
   });
 
 /** Options of {@link openTokenFile}. */

@@ -8,6 +8,7 @@
 import { createHash } from "node:crypto";
 import { Effect, Schema } from "effect";
 import { DataError, readText } from "./text_sources.ts";
+import { writeFileAtomic } from "./atomic_write.ts";
 
 /**
  * GPT-2's pre-tokenization regex: contractions, optional space + letters,
@@ -537,30 +538,11 @@ export const loadTokenizer = (
   Effect.flatMap(readText(path), (text) => parseTokenizerJson(text, path));
 
 /**
- * Writes {@link tokenizerToJson} to `path` atomically (a temporary file in the
- * same directory, then a rename).
+ * Writes {@link tokenizerToJson} to `path` atomically (see
+ * {@link writeFileAtomic}).
  */
 export const saveTokenizer = (
   path: string,
   tokenizer: Tokenizer,
-): Effect.Effect<void, DataError> => {
-  const tmp = `${path}.${crypto.randomUUID()}.tmp`;
-  return Effect.tryPromise({
-    try: async () => {
-      try {
-        await Deno.writeTextFile(tmp, tokenizerToJson(tokenizer));
-        await Deno.rename(tmp, path);
-      } catch (e) {
-        await Deno.remove(tmp).catch(() => {});
-        throw e;
-      }
-    },
-    catch: (cause) =>
-      new DataError({
-        file: path,
-        message: `cannot write ${path}: ${
-          cause instanceof Error ? cause.message : String(cause)
-        }`,
-      }),
-  });
-};
+): Effect.Effect<void, DataError> =>
+  Effect.suspend(() => writeFileAtomic(path, tokenizerToJson(tokenizer)));
