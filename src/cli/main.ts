@@ -12,6 +12,7 @@ import { NodeRuntime, NodeServices } from "@effect/platform-node";
 import denoJson from "../../deno.json" with { type: "json" };
 import { NotImplementedError } from "./errors.ts";
 import { statsProgram } from "./stats.ts";
+import { evalProgram, prepProgram, trainFlags, trainProgram } from "./train.ts";
 
 const notYet = (task: string) =>
   Command.make(task, {}, () => Effect.fail(new NotImplementedError({ task })));
@@ -39,15 +40,44 @@ const stats = Command.make("stats", {
   ),
 );
 
+const train = Command.make("train", trainFlags, trainProgram).pipe(
+  Command.withDescription(
+    "train a ternary LM (default: ref-4m on the built-in Brown corpus, 10 minutes)",
+  ),
+);
+
+const prep = Command.make("prep", {
+  preset: trainFlags.preset,
+  config: trainFlags.config,
+  data: trainFlags.data,
+}, prepProgram).pipe(
+  Command.withDescription(
+    "train the tokenizer and write the token files (cached; train runs it on first use)",
+  ),
+);
+
+const evaluate = Command.make("eval", {
+  model: Flag.String("model").pipe(
+    Flag.withDescription("run directory of a trained model"),
+  ),
+  text: Flag.String("text").pipe(Flag.withDescription("text file to score")),
+  json: Flag.Boolean("json").pipe(
+    Flag.withDefault(false),
+    Flag.withDescription('print {"tokens", "loss", "ppl"}'),
+  ),
+}, evalProgram).pipe(
+  Command.withDescription("true perplexity of a trained model on a text file"),
+);
+
 const ternary = Command.make("ternary").pipe(
   Command.withSubcommands([
     stats,
-    notYet("train"),
+    train,
+    prep,
+    evaluate,
     notYet("search"),
     notYet("infer"),
     notYet("export"),
-    notYet("eval"),
-    notYet("prep"),
   ]),
 );
 
@@ -57,6 +87,7 @@ const USER_ERRORS: ReadonlySet<string> = new Set([
   "DataError",
   "UsageError",
   "NotImplementedError",
+  "TrainError",
 ]);
 
 const isUserError = (e: unknown): e is { _tag: string; message: string } =>

@@ -374,3 +374,46 @@ export function initTraining(
   });
   return { model, optimizer };
 }
+
+/**
+ * Seconds one optimizer step of `settings` takes on `backend`: the median of
+ * a few forward+backward passes of a throwaway model on random tokens (no
+ * update). Used to turn a time budget into a fixed step count, so the
+ * schedule — and a resume — does not depend on the clock.
+ */
+export async function measureStepSeconds(
+  config: OneBitLlmConfig,
+  backend: Backend,
+  settings: TrainSettings,
+  repeats = 3,
+): Promise<number> {
+  const { model, optimizer } = initTraining(config, backend, settings);
+  const n = settings.batch * settings.seqLen;
+  const ids = backend.upload(
+    Int32Array.from({ length: n }, (_, i) => (i * 7919) % config.vocab_size),
+  );
+  const times: number[] = [];
+  try {
+    for (let r = 0; r < repeats; r++) {
+      const t0 = performance.now();
+      for (let micro = 0; micro < settings.accumulation; micro++) {
+        const tape = new Tape(backend);
+        const loss = model.loss(tape, ids, ids, {
+          batch: settings.batch,
+          seqLen: settings.seqLen,
+          lambda: 1,
+        });
+        tape.backward(loss, 1);
+        await backend.read(loss.value);
+        tape.reset();
+      }
+      times.push((performance.now() - t0) / 1000);
+    }
+  } finally {
+    backend.release(ids);
+    optimizer.release();
+    model.release();
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)];
+}
