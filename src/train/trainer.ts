@@ -231,6 +231,16 @@ export class Trainer {
           });
           tape.backward(loss, 1 / s.accumulation);
           losses.push((await b.read(loss.value))[0]);
+        } catch (e) {
+          // The quantizers refuse NaN/Inf input: the same divergence as a NaN loss.
+          if (e instanceof RangeError && /non-finite/.test(e.message)) {
+            throw new TrainError({
+              message: `non-finite values at step ${
+                stepIndex + 1
+              } (${e.message}); stopping (lower --lr, or raise the warmup). The last checkpoint is kept.`,
+            });
+          }
+          throw e;
         } finally {
           tape.reset();
         }
