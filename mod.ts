@@ -20,3 +20,4 @@ export * from "./src/common/mod.ts";
 export * from "./src/train/mod.ts";
 export * from "./src/search/mod.ts";
 export * from "./src/infer/mod.ts";
+export * from "./src/backend/mod.ts";

@@ -18,7 +18,10 @@ const text = new TextDecoder().decode(out.stderr) +
   new TextDecoder().decode(out.stdout);
 
 async function declaredHere(name: string): Promise<boolean> {
-  const decl = new RegExp(`\\b(interface|type|class|function|const|let|enum)\\s+${name}\\b`);
+  const decl = new RegExp(
+    `^\\s*(export\\s+)?(declare\\s+)?(abstract\\s+)?(interface|type|class|function|const|let|enum)\\s+${name}\\b`,
+    "m",
+  );
   for await (const file of walk("src")) {
     if (decl.test(await Deno.readTextFile(file))) return true;
   }

@@ -26,6 +26,16 @@ import type {
   WeightQuantMode,
 } from "./reference/mod.ts";
 
+export type {
+  AttentionShape,
+  CrossEntropyShape,
+  EmbeddingShape,
+  NormShape,
+  RopeShape,
+  RopeStyle,
+  WeightQuantMode,
+} from "./reference/mod.ts";
+
 /** A tensor owned by a backend: a handle to its storage plus its element count. */
 export interface Tensor {
   /** Element type: f32 for values, i32 for token ids and targets. */

@@ -21,3 +21,4 @@ export * from "./compression.ts";
 export * from "./quantize.ts";
 export * from "./ste.ts";
 export * from "./schedule.ts";
+export * from "./model.ts";

@@ -1,5 +1,7 @@
 /**
- * Training: learning-rate and weight-decay schedules.
+ * Training: the trainer and its step loop, AdamW, learning-rate and
+ * weight-decay schedules, checkpoints with exact resume, progress, metrics
+ * and SVG curves.
  *
  * @example The reference recipe: 100 warmup steps, cosine to 0
  * ```ts
@@ -12,3 +14,9 @@
  * @module
  */
 export * from "./lr_schedule.ts";
+export * from "./report.ts";
+export * from "./svg_chart.ts";
+export * from "./checkpoint.ts";
+export * from "./optimizer.ts";
+export * from "./trainer.ts";
+export * from "./run.ts";

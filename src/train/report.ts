@@ -449,7 +449,11 @@ export class MetricsLog {
       ];
       const dropped = kept.filter((r) => r.step > resumeStep).length;
       const text = kept.filter((r) => r.step <= resumeStep)
-        .sort((a, b) => a.step - b.step || (a.kind === "train" ? -1 : 1))
+        // An eval at step s ran after train step s.
+        .sort((a, b) =>
+          a.step - b.step ||
+          (a.kind === b.kind ? 0 : a.kind === "train" ? -1 : 1)
+        )
         .map((r) => `${JSON.stringify(r)}\n`).join("");
       const tmp = `${path}.${crypto.randomUUID()}.tmp`;
       yield* Effect.tryPromise({

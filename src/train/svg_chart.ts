@@ -14,7 +14,11 @@ export type SeriesStyle = "line" | "markers" | "step";
 export interface ChartSeries {
   /** Legend text. */
   readonly name: string;
-  /** Points in drawing order; NaN or ±Infinity coordinates are skipped (a line breaks there). */
+  /**
+   * Points in drawing order. Points with a NaN, infinite or beyond ±1e300
+   * coordinate are skipped (a line breaks there), as are y outside
+   * 1e-250..1e250 on a log axis.
+   */
   readonly points: ReadonlyArray<readonly [number, number]>;
   /** Any SVG color (default: from a 10-color palette, by series index). */
   readonly color?: string;
@@ -39,7 +43,7 @@ export interface LineChartOptions {
   readonly yLabel: string;
   /** The data. */
   readonly series: readonly ChartSeries[];
-  /** Logarithmic y axis (points with y <= 0 are skipped). */
+  /** Logarithmic y axis (points with y outside 1e-250..1e250, zero and negatives included, are skipped). */
   readonly logY?: boolean;
   /** Width in pixels (default 720). */
   readonly width?: number;
@@ -83,6 +87,13 @@ function ellipsize(s: string, maxChars: number): string {
     : `${chars.slice(0, Math.max(1, maxChars - 1)).join("")}…`;
 }
 
+const TINY = 1e-200;
+/** Coordinates beyond this magnitude are not drawn; keeps every tick finite. */
+const HUGE = 1e300;
+/** The range a log axis shows; with ticks every d decades its ends stay within 1e±300. */
+const LOG_MIN = 1e-250;
+const LOG_MAX = 1e250;
+
 /** Ticks of a linear axis and the axis range they span. */
 export interface Ticks {
   /** Tick values, ascending; the first is the axis minimum and the last the maximum. */
@@ -91,17 +102,18 @@ export interface Ticks {
   readonly step: number;
 }
 
-/** `k · m · 10^e`, computed so that decimal ticks come out as the nearest double (0.3, not 0.30000000000000004). */
+/** `k · m · 10^e` parsed from its decimal, so ticks are the nearest double (0.3, not 0.30000000000000004). */
 function scaled(k: number, m: number, e: number): number {
-  return e >= 0 ? k * m * 10 ** e : (k * m) / 10 ** -e;
+  return Number(`${k * m}e${e}`);
 }
 
 /**
  * Linear ticks covering `[min, max]`: spacing `step = m · 10^e` with
  * m ∈ {1, 2, 5}, the smallest such that at most about `target` intervals
  * cover the range; ticks run from `floor(min / step) · step` to
- * `ceil(max / step) · step`. A range with no width (or narrower than 1e-9 of
- * its magnitude) is widened by 10% of its magnitude (±1 around 0).
+ * `ceil(max / step) · step`. A range with no width (narrower than 1e-9 of
+ * its magnitude, or than 1e-200) is widened by 10% of its magnitude, or by ±1
+ * when that is below 1e-200. Ticks beyond the largest double throw.
  */
 export function niceTicks(min: number, max: number, target = 5): Ticks {
   if (!Number.isFinite(min) || !Number.isFinite(max) || min > max) {
@@ -109,14 +121,16 @@ export function niceTicks(min: number, max: number, target = 5): Ticks {
       `niceTicks: min and max must be finite with min <= max, got ${min}, ${max}`,
     );
   }
-  if (!Number.isInteger(target) || target < 1) {
+  // Any step spans a range straddling a multiple of itself in 2 intervals, so 1 cannot always be met.
+  if (!Number.isInteger(target) || target < 2) {
     throw new RangeError(
-      `niceTicks: target must be an integer >= 1, got ${target}`,
+      `niceTicks: target must be an integer >= 2, got ${target}`,
     );
   }
   const magnitude = Math.max(Math.abs(min), Math.abs(max));
-  if (max - min <= 1e-9 * magnitude) {
-    const pad = magnitude > 0 ? magnitude * 0.1 : 1;
+  // Below 1e-200 the step's power of ten would underflow.
+  if (max - min <= Math.max(1e-9 * magnitude, TINY)) {
+    const pad = magnitude * 0.1 >= TINY ? magnitude * 0.1 : 1;
     min -= pad;
     max += pad;
   }
@@ -126,38 +140,54 @@ export function niceTicks(min: number, max: number, target = 5): Ticks {
       `niceTicks: the range ${min}..${max} is wider than the largest double`,
     );
   }
+  // The multiples k0..k1 of m·10^e that cover [min, max]; division can round
+  // (or underflow to -0) across a multiple, so the ends are checked exactly.
+  const cover = (m: number, e: number): [number, number] => {
+    const st = scaled(1, m, e);
+    let k0 = Math.floor(min / st);
+    let k1 = Math.ceil(max / st);
+    while (scaled(k0, m, e) > min) k0--;
+    while (scaled(k1, m, e) < max) k1++;
+    return [k0, k1];
+  };
+  // Smallest 1-2-5 step giving at most `target` intervals; ends once
+  // step >= span, which needs at most 2.
   let e = Math.floor(Math.log10(span / target));
-  let m = 1;
-  // Smallest 1-2-5 step giving at most `target` intervals (log10 may be off by one ulp).
-  for (;;) {
-    const found = [1, 2, 5].find((c) => {
-      const st = scaled(1, c, e);
-      return Math.ceil(max / st) - Math.floor(min / st) <= target;
-    });
-    if (found !== undefined) {
-      m = found;
-      break;
+  let m = 0;
+  let k0 = 0;
+  let k1 = 0;
+  while (m === 0) {
+    for (const c of [1, 2, 5]) {
+      [k0, k1] = cover(c, e);
+      if (k1 - k0 <= target) {
+        m = c;
+        break;
+      }
     }
-    e++;
+    if (m === 0) e++;
   }
   const step = scaled(1, m, e);
-  const k0 = Math.floor(min / step);
-  const k1 = Math.ceil(max / step);
   const values: number[] = [];
   for (let k = k0; k <= k1; k++) values.push(scaled(k, m, e));
+  if (!values.every(Number.isFinite)) {
+    throw new RangeError(
+      `niceTicks: ticks for ${min}..${max} exceed the largest double`,
+    );
+  }
   return { values, step };
 }
 
 /**
- * Log-axis ticks covering `[min, max]` (both > 0): the axis spans whole
+ * Log-axis ticks covering `[min, max]` (1e-250 <= min <= max <= 1e250): the axis spans whole
  * decades `10^floor(log10 min)` to `10^ceil(log10 max)`; ticks are every
- * decade (every d-th when there are more than 10), plus 2·10^k and 5·10^k
- * when the axis spans at most two decades.
+ * decade (every d-th when there are more than 10). When that is at most two
+ * decades, 2·10^k and 5·10^k are ticks too and the axis ends at the last tick
+ * <= min and the first tick >= max (at least two ticks), e.g. 2..20 for 2.5..11.
  */
 export function logTicks(min: number, max: number): Ticks {
-  if (!(min > 0) || !Number.isFinite(max) || min > max) {
+  if (!(min >= LOG_MIN) || !(max <= LOG_MAX) || min > max) {
     throw new RangeError(
-      `logTicks: min and max must be finite with 0 < min <= max, got ${min}, ${max}`,
+      `logTicks: min and max must satisfy 1e-250 <= min <= max <= 1e250, got ${min}, ${max}`,
     );
   }
   let lo = Math.floor(Math.log10(min));
@@ -174,7 +204,13 @@ export function logTicks(min: number, max: number): Ticks {
     values.push(Number(`1e${k}`));
     if (hi - lo <= 2 && k < hi) values.push(Number(`2e${k}`), Number(`5e${k}`));
   }
-  return { values, step: 0 };
+  if (hi - lo > 2) return { values, step: 0 };
+  const first = values.findLastIndex((v) => v <= min);
+  const last = values.findIndex((v) => v >= max);
+  return {
+    values: values.slice(first, Math.max(last, first + 1) + 1),
+    step: 0,
+  };
 }
 
 const SI_UNITS = [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"]] as const;
@@ -231,7 +267,8 @@ export function lineChartSvg(opts: LineChartOptions): string {
   }
   const logY = opts.logY ?? false;
   const usable = ([x, y]: readonly [number, number]) =>
-    Number.isFinite(x) && Number.isFinite(y) && (!logY || y > 0);
+    Math.abs(x) <= HUGE && Math.abs(y) <= HUGE &&
+    (!logY || (y >= LOG_MIN && y <= LOG_MAX));
 
   let xMin = Infinity, xMax = -Infinity, yMin = Infinity, yMax = -Infinity;
   for (const s of opts.series) {

@@ -3,14 +3,8 @@
  *
  * @module
  */
+import type { RopeStyle } from "../../common/config.ts";
 import { alloc, type Arr, checkDim, checkLen } from "./arr.ts";
-
-/**
- * Which elements of a head form a rotated pair `(a, b)`:
- * - `"neox"`: `(i, i + headDim/2)` — rotate the two halves (llama.cpp `bitnet`, GPT-NeoX);
- * - `"interleaved"`: `(2i, 2i + 1)` — adjacent pairs (original RoFormer / GPT-J).
- */
-export type RopeStyle = "neox" | "interleaved";
 
 /** Shape and settings of a RoPE application to x `[batch, seqLen, heads·headDim]`. */
 export interface RopeShape {
@@ -121,3 +115,5 @@ export function ropeBackward(
     dx[ib] += -dout[ia] * s + dout[ib] * c;
   });
 }
+
+export type { RopeStyle };
