@@ -1,0 +1,53 @@
+// Per-token (per-row) int8 absmax fake-quantization of activations with λ blending:
+//   s = 127 / max(max_j |x_j|, eps),  xq = clamp(round(x·s), −128, 127),
+//   out = x + λ·(xq / s − x)
+// One workgroup per row (grid-stride over rows). round() is half-to-even.
+
+struct Params {
+  rows: u32,
+  dim: u32,
+  lambda: f32,
+  eps: f32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<uniform> params: Params;
+
+const WG: u32 = 128u;
+var<workgroup> red: array<f32, WG>;
+
+fn workgroup_max(v: f32, lane: u32) -> f32 {
+  red[lane] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+      red[lane] = max(red[lane], red[lane + s]);
+    }
+    workgroupBarrier();
+  }
+  let total = red[0];
+  workgroupBarrier();
+  return total;
+}
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(local_invocation_id) lid: vec3u,
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) groups: vec3u,
+) {
+  for (var row = wid.x; row < params.rows; row += groups.x) {
+    let base = row * params.dim;
+    var m = 0.0;
+    for (var j = lid.x; j < params.dim; j += WG) {
+      m = max(m, abs(x[base + j]));
+    }
+    let s = 127.0 / max(workgroup_max(m, lid.x), params.eps);
+    for (var j = lid.x; j < params.dim; j += WG) {
+      let v = x[base + j];
+      let q = clamp(round(v * s), -128.0, 127.0);
+      out[base + j] = v + params.lambda * (q / s - v);
+    }
+  }
+}
