@@ -22,6 +22,10 @@ const modules: ReadonlyArray<BenchModule> = [
     name: "ternary",
     run: async () => (await import("./ternary_bench.ts")).run(),
   },
+  {
+    name: "bitlinear",
+    run: async () => (await import("./bitlinear_bench.ts")).run(),
+  },
 ];
 
 const args = new Set(Deno.args);
