@@ -26,6 +26,10 @@ const modules: ReadonlyArray<BenchModule> = [
     name: "bitlinear",
     run: async () => (await import("./bitlinear_bench.ts")).run(),
   },
+  {
+    name: "pytorch",
+    run: async () => (await import("./pytorch_peer_bench.ts")).run(),
+  },
 ];
 
 const args = new Set(Deno.args);
