@@ -53,16 +53,18 @@ const ppl = await Effect.runPromise(Effect.scoped(Effect.gen(function* () {
         targets[r * seq + t] = valid.ids[starts[b0 + r] + t + 1];
       }
     }
+    const idsT = backend.upload(ids), targetsT = backend.upload(targets);
     const tape = new Tape(backend);
-    const loss = model.loss(
-      tape,
-      backend.upload(ids),
-      backend.upload(targets),
-      { batch, seqLen: seq, lambda },
-    );
+    const loss = model.loss(tape, idsT, targetsT, {
+      batch,
+      seqLen: seq,
+      lambda,
+    });
     nll += (yield* Effect.promise(() => backend.read(loss.value)))[1] * batch *
       seq;
     tape.reset();
+    backend.release(idsT);
+    backend.release(targetsT);
   }
   return Math.exp(nll / (n * seq));
 })));
