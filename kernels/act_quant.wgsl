@@ -1,6 +1,6 @@
 // Per-token (per-row) int8 absmax fake-quantization of activations with λ blending:
 //   s = 127 / max(max_j |x_j|, eps),  xq = clamp(round(x·s), −128, 127),
-//   out = x + λ·(xq / s − x)
+//   out = (1 − λ)·x + λ·xq / s   (steBlend's form: exact at λ = 0 and λ = 1)
 // One workgroup per row (grid-stride over rows). round() is half-to-even.
 
 struct Params {
@@ -47,7 +47,7 @@ fn main(
     for (var j = lid.x; j < params.dim; j += WG) {
       let v = x[base + j];
       let q = clamp(round(v * s), -128.0, 127.0);
-      out[base + j] = v + params.lambda * (q / s - v);
+      out[base + j] = (1.0 - params.lambda) * v + params.lambda * (q / s);
     }
   }
 }

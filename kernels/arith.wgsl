@@ -2,6 +2,7 @@
 //   add:   out = a + b
 //   axpy:  y += alpha * x          (in place: y is bound read-write)
 //   scale: out = alpha * a
+//   fill, clamp_abs, mul, mul_acc: see below
 // Grid-stride loops: the host caps the workgroup count, so any n fits.
 
 struct Params {
@@ -34,5 +35,38 @@ fn axpy(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
 fn scale(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   for (var i = gid.x; i < params.n; i += groups.x * WG) {
     out0[i] = params.alpha * in0[i];
+  }
+}
+
+// fill:      out = alpha                        (every element)
+// clamp_abs: out = clamp(out, −alpha, alpha)    (in place: latent-weight clipping)
+// mul:       out = a ⊙ b
+// mul_acc:   out += a ⊙ b                       (in place: the backward of mul)
+
+@compute @workgroup_size(WG)
+fn fill(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  for (var i = gid.x; i < params.n; i += groups.x * WG) {
+    out0[i] = params.alpha;
+  }
+}
+
+@compute @workgroup_size(WG)
+fn clamp_abs(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  for (var i = gid.x; i < params.n; i += groups.x * WG) {
+    out0[i] = max(min(out0[i], params.alpha), -params.alpha);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn mul(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  for (var i = gid.x; i < params.n; i += groups.x * WG) {
+    out0[i] = in0[i] * in1[i];
+  }
+}
+
+@compute @workgroup_size(WG)
+fn mul_acc(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  for (var i = gid.x; i < params.n; i += groups.x * WG) {
+    out0[i] = fma(in0[i], in1[i], out0[i]);
   }
 }

@@ -27,3 +27,4 @@ export * as ops from "./ops.ts";
 export * from "./cpu/cpu_backend.ts";
 export * as reference from "./reference/mod.ts";
 export * from "./wasm/wasm_kernels.ts";
+export * from "./service.ts";

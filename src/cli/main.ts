@@ -65,6 +65,7 @@ const evaluate = Command.make("eval", {
     Flag.withDefault(false),
     Flag.withDescription('print {"tokens", "loss", "ppl"}'),
   ),
+  backend: trainFlags.backend,
 }, evalProgram).pipe(
   Command.withDescription("true perplexity of a trained model on a text file"),
 );
@@ -88,6 +89,7 @@ const USER_ERRORS: ReadonlySet<string> = new Set([
   "UsageError",
   "NotImplementedError",
   "TrainError",
+  "GpuUnavailableError",
 ]);
 
 const isUserError = (e: unknown): e is { _tag: string; message: string } =>

@@ -4,10 +4,10 @@
  *
  * @module
  */
-import { Console, Effect, Option } from "effect";
+import { Console, Effect, type Layer, Option } from "effect";
 import { Flag } from "effect/cli";
-import type { Backend } from "../backend/backend.ts";
-import { CpuBackend } from "../backend/cpu/cpu_backend.ts";
+import { ComputeBackend } from "../backend/service.ts";
+import type { GpuUnavailableError } from "../backend/webgpu/device.ts";
 import type { OneBitLlmConfig } from "../common/config.ts";
 import type { ConfigError } from "../common/config_file.ts";
 import { prepareDataset } from "../common/dataset.ts";
@@ -148,19 +148,22 @@ function positive(
   );
 }
 
-/** The backend a `--backend` flag asks for. */
-export function selectBackend(
+/**
+ * The backend layer a `--backend` flag asks for: `auto` uses WebGPU only on a
+ * real (non-fallback) adapter, `webgpu` forces it (a software adapter too),
+ * `cpu` forces WebAssembly SIMD.
+ */
+export function backendLayer(
   kind: "auto" | "cpu" | "webgpu",
-): Effect.Effect<Backend, UsageError> {
-  if (kind === "webgpu") {
-    return Effect.fail(
-      new UsageError({
-        message:
-          "--backend webgpu: the WebGPU backend does not run training yet; use --backend cpu",
-      }),
-    );
+): Layer.Layer<ComputeBackend, GpuUnavailableError> {
+  switch (kind) {
+    case "cpu":
+      return ComputeBackend.cpu;
+    case "webgpu":
+      return ComputeBackend.webgpu({ allowFallback: true });
+    case "auto":
+      return ComputeBackend.auto;
   }
-  return Effect.promise(() => CpuBackend.create());
 }
 
 /** Settings from the flags, for `config` and a step count. */
@@ -217,7 +220,10 @@ function settingsFrom(
 /** The `train` command's program. */
 export function trainProgram(
   flags: TrainFlags,
-): Effect.Effect<void, UsageError | ConfigError | DataError | TrainError> {
+): Effect.Effect<
+  void,
+  UsageError | ConfigError | DataError | TrainError | GpuUnavailableError
+> {
   return Effect.scoped(Effect.gen(function* () {
     const log = (line: string) => console.error(line);
     const values = {
@@ -254,7 +260,7 @@ export function trainProgram(
       flags.out,
       () => `runs/${Option.isSome(flags.config) ? "custom" : flags.preset}`,
     );
-    const backend = yield* selectBackend(flags.backend);
+    const backend = yield* ComputeBackend;
     if (
       config !== undefined && values.seq !== undefined &&
       values.seq > config.max_seq_len
@@ -297,7 +303,7 @@ export function trainProgram(
         result.tokens.toLocaleString("en-US")
       } tokens, ${result.tokensPerSecond.toFixed(0)} tokens/s; run in ${out}`,
     );
-  }));
+  })).pipe(Effect.provide(backendLayer(flags.backend)));
 }
 
 /** The `prep` command's program: build (or find) the cached dataset. */
@@ -323,7 +329,11 @@ export function evalProgram(flags: {
   readonly model: string;
   readonly text: string;
   readonly json: boolean;
-}): Effect.Effect<void, UsageError | ConfigError | DataError | TrainError> {
+  readonly backend: "auto" | "cpu" | "webgpu";
+}): Effect.Effect<
+  void,
+  UsageError | ConfigError | DataError | TrainError | GpuUnavailableError
+> {
   return Effect.gen(function* () {
     const ckpt = yield* loadCheckpoint(flags.model);
     const text = yield* readText(flags.text);
@@ -339,7 +349,7 @@ export function evalProgram(flags: {
           }`,
       });
     }
-    const backend = yield* selectBackend("cpu");
+    const backend = yield* ComputeBackend;
     const model = OneBitLlm.fromValues(
       ckpt.config,
       resolveBitMap(ckpt.config),
@@ -360,5 +370,5 @@ export function evalProgram(flags: {
           r.loss.toFixed(4)
         }, perplexity ${r.ppl.toFixed(2)}`,
     );
-  });
+  }).pipe(Effect.provide(backendLayer(flags.backend)));
 }

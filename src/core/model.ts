@@ -65,12 +65,6 @@ export class OneBitLlm {
     backend: Backend,
     values: ReadonlyMap<string, Float32Array>,
   ) {
-    if (config.norm_type === "layer_norm" && backend.kind !== "cpu") {
-      // Checked here so a run fails before training, not at the first step.
-      throw new Error(
-        `norm_type "layer_norm" runs on the cpu backend only; use --backend cpu or norm_type "rms_norm"`,
-      );
-    }
     this.config = config;
     this.bitMap = bitMap;
     this.backend = backend;

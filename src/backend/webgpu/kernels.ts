@@ -20,12 +20,15 @@ import {
   CROSS_ENTROPY_WGSL,
   EMBEDDING_WGSL,
   GRAD_CLIP_WGSL,
+  LAYERNORM_WGSL,
   MATMUL_REGISTER_WGSL,
   MATMUL_SHARED_WGSL,
   REDUCE_WGSL,
   RMSNORM_WGSL,
   ROPE_WGSL,
+  SOFTMAX_CROSS_ENTROPY_WGSL,
   TERNARY_QUANT_WGSL,
+  WEIGHT_QUANT_WGSL,
 } from "./kernels.wgsl.ts";
 
 /**
@@ -179,6 +182,14 @@ export interface WebGpuKernelsOptions {
 const MAX_GROUPS = 4096;
 const REDUCE_GROUPS = 256; // = the finish pass's workgroup size
 
+// The largest f32 step s with 127·s ≤ f32 max, the cap of the int8 weight step (as
+// `src/core/quantize.ts`: fround(f32 max / 127) rounds up).
+const MAX_INT8_STEP: number = (() => {
+  const b = Float32Array.of(3.4028234663852886e38 / 127);
+  if (127 * b[0] > 3.4028234663852886e38) new Uint32Array(b.buffer)[0]--;
+  return b[0];
+})();
+
 type PipelineKey =
   | "matmul_register"
   | "matmul_shared"
@@ -193,7 +204,10 @@ type PipelineKey =
   | "rope"
   | "adamw"
   | "grad_clip"
-  | "attention";
+  | "attention"
+  | "weight_quant"
+  | "layernorm"
+  | "softmax_cross_entropy";
 
 const SOURCES: Record<PipelineKey, string> = {
   matmul_register: MATMUL_REGISTER_WGSL,
@@ -210,6 +224,9 @@ const SOURCES: Record<PipelineKey, string> = {
   adamw: ADAMW_WGSL,
   grad_clip: GRAD_CLIP_WGSL,
   attention: ATTENTION_WGSL,
+  weight_quant: WEIGHT_QUANT_WGSL,
+  layernorm: LAYERNORM_WGSL,
+  softmax_cross_entropy: SOFTMAX_CROSS_ENTROPY_WGSL,
 };
 
 // Every (module, entry point, override constants) the wrappers use.
@@ -223,6 +240,10 @@ const ENTRY_POINTS:
     ["arith", "add"],
     ["arith", "axpy"],
     ["arith", "scale"],
+    ["arith", "fill"],
+    ["arith", "clamp_abs"],
+    ["arith", "mul"],
+    ["arith", "mul_acc"],
     ["activations", "silu_fwd"],
     ["activations", "silu_bwd"],
     ["activations", "relu2_fwd"],
@@ -246,21 +267,32 @@ const ENTRY_POINTS:
     ["attention", "fwd"],
     ["attention", "bwd_dq"],
     ["attention", "bwd_dkv"],
+    ["weight_quant", "apply"],
+    ["weight_quant", "kept_partial"],
+    ["weight_quant", "kept_finish"],
+    ["weight_quant", "eightbit"],
+    ["layernorm", "fwd"],
+    ["layernorm", "bwd_dx"],
+    ["layernorm", "bwd_dwb"],
+    ["softmax_cross_entropy", "fwd"],
+    ["softmax_cross_entropy", "finish"],
+    ["softmax_cross_entropy", "bwd"],
   ];
 
-type Field = readonly ["u" | "f", number];
+type Field = readonly ["u" | "i" | "f", number];
 
 // One storage-buffer argument of a dispatch: its name (for errors), binding
 // number, buffer, the number of 4-byte elements the kernel touches, and whether
 // the kernel writes it.
 type Arg = readonly [string, number, GPUBuffer, number, "w"?];
 
-// Packs uniform fields (u32 or f32, 4 bytes each) in declaration order.
+// Packs uniform fields (u32, i32 or f32, 4 bytes each) in declaration order.
 function pack(fields: readonly Field[]): ArrayBuffer {
   const buffer = new ArrayBuffer(fields.length * 4);
   const view = new DataView(buffer);
   fields.forEach(([kind, value], i) => {
     if (kind === "u") view.setUint32(i * 4, value, true);
+    else if (kind === "i") view.setInt32(i * 4, value, true);
     else view.setFloat32(i * 4, value, true);
   });
   return buffer;
@@ -304,6 +336,10 @@ export class WebGpuKernels {
   // the kernels' lifetime; shared by every reduction because the dispatches of an
   // encoder run in order.
   readonly #partials: GPUBuffer;
+  // γ and the kept-weight mean of the weight quantizers, and the kept partial sums;
+  // taken from the pool on first use (shared like #partials).
+  #stats: GPUBuffer | undefined;
+  #kept: GPUBuffer | undefined;
 
   /** Kernels for `gpu`, taking uniform buffers from `pool`. */
   constructor(
@@ -847,7 +883,7 @@ export class WebGpuKernels {
   /**
    * Ternary fake-quantization with λ blending, `γ = gamma[0]` (from
    * {@link WebGpuKernels.absMean}): `q = clamp(round(w / (γ + eps)), −1, 1)`,
-   * `out = w + λ·(q·γ − w)`.
+   * `out = (1 − λ)·w + λ·q·γ` (`steBlend`'s form of `w + λ·(q·γ − w)`).
    */
   ternaryFakeQuant(
     encoder: GPUCommandEncoder,
@@ -881,7 +917,7 @@ export class WebGpuKernels {
 
   /**
    * Per-token int8 fake-quantization with λ blending, per row of x (rows × dim):
-   * `s = 127 / max(max|x|, eps)`, `out = x + λ·(clamp(round(x·s), −128, 127)/s − x)`.
+   * `s = 127 / max(max|x|, eps)`, `out = (1 − λ)·x + λ·clamp(round(x·s), −128, 127)/s`.
    */
   activationFakeQuant(
     encoder: GPUCommandEncoder,
@@ -1237,6 +1273,415 @@ export class WebGpuKernels {
     );
   }
 
+  /** `out = value` over `n` values. */
+  fill(
+    encoder: GPUCommandEncoder,
+    args: {
+      readonly out: GPUBuffer;
+      readonly n: number;
+      readonly value: number;
+    },
+  ): void {
+    requireFinite("value", args.value);
+    const n = args.n;
+    this.#elementwise(
+      encoder,
+      "arith",
+      "fill",
+      n,
+      [
+        ["out", 2, args.out, n, "w"],
+      ],
+      3,
+      [["f", args.value]],
+    );
+  }
+
+  /** `x = max(min(x, limit), −limit)` in place over `n` values (latent-weight clipping). */
+  clampAbs(
+    encoder: GPUCommandEncoder,
+    args: {
+      readonly x: GPUBuffer;
+      readonly n: number;
+      readonly limit: number;
+    },
+  ): void {
+    requireFinite("limit", args.limit);
+    const n = args.n;
+    this.#elementwise(
+      encoder,
+      "arith",
+      "clamp_abs",
+      n,
+      [
+        ["x", 2, args.x, n, "w"],
+      ],
+      3,
+      [["f", args.limit]],
+    );
+  }
+
+  /** `out = a ⊙ b` over `n` values. */
+  mul(
+    encoder: GPUCommandEncoder,
+    args: {
+      readonly a: GPUBuffer;
+      readonly b: GPUBuffer;
+      readonly out: GPUBuffer;
+      readonly n: number;
+    },
+  ): void {
+    const n = args.n;
+    this.#elementwise(
+      encoder,
+      "arith",
+      "mul",
+      n,
+      [
+        ["a", 0, args.a, n],
+        ["b", 1, args.b, n],
+        ["out", 2, args.out, n, "w"],
+      ],
+      3,
+      [["f", 1]],
+    );
+  }
+
+  /** `out += a ⊙ b` over `n` values (fused multiply-add). */
+  mulAccumulate(
+    encoder: GPUCommandEncoder,
+    args: {
+      readonly a: GPUBuffer;
+      readonly b: GPUBuffer;
+      readonly out: GPUBuffer;
+      readonly n: number;
+    },
+  ): void {
+    const n = args.n;
+    this.#elementwise(
+      encoder,
+      "arith",
+      "mul_acc",
+      n,
+      [
+        ["a", 0, args.a, n],
+        ["b", 1, args.b, n],
+        ["out", 2, args.out, n, "w"],
+      ],
+      3,
+      [["f", 1]],
+    );
+  }
+
+  /**
+   * Weight fake-quantization of w (rows × cols) in every mode, blended as
+   * `steBlend`: `out = (1 − λ)·w + λ·Q(w)`, with `γ = mean|W|` reduced on the GPU:
+   * - `"ternary"`: `Q = clamp(round(w / (γ + eps)), −1, 1)·γ` (see
+   *   {@link WebGpuKernels.ternaryFakeQuant}); with `dynamicThreshold`,
+   *   `Δ = 0.7·γ`, `Q = sign(w)·mean{|w| : |w| > Δ}` where `|w| > Δ`, else 0;
+   * - `"binary"`: `Q = ±γ` by the sign of w, `sign(±0) = +1`;
+   * - `"eightbit"`: per row `s = max(max|w_row|, eps) / 127`,
+   *   `Q = clamp(round(w / s), −127, 127)·s`;
+   * - `"f16"`: `Q` = w rounded to f16 (ties to even; ±inf from 65520).
+   * Rounding is half-to-even throughout.
+   */
+  weightFakeQuant(
+    encoder: GPUCommandEncoder,
+    args: {
+      readonly w: GPUBuffer;
+      readonly out: GPUBuffer;
+      readonly rows: number;
+      readonly cols: number;
+      readonly mode: "ternary" | "binary" | "eightbit" | "f16";
+      readonly lambda: number;
+      readonly dynamicThreshold?: boolean;
+    },
+  ): void {
+    const { rows, cols, mode, lambda } = args;
+    requireInt("rows", rows, 1);
+    requireInt("cols", cols, 1);
+    if (!(lambda >= 0 && lambda <= 1)) {
+      throw new Error(`lambda must be in [0, 1], got ${lambda}`);
+    }
+    const n = rows * cols;
+    if (mode === "ternary" && !args.dynamicThreshold) {
+      const gamma = this.#quantStats();
+      this.absMean(encoder, { x: args.w, n, out: gamma });
+      this.ternaryFakeQuant(encoder, {
+        w: args.w,
+        gamma,
+        out: args.out,
+        n,
+        lambda,
+      });
+      return;
+    }
+    const codes = { ternary: 1, binary: 2, f16: 3, eightbit: 0 } as const;
+    if (!Object.hasOwn(codes, mode)) {
+      throw new Error(
+        `mode must be "ternary", "binary", "eightbit" or "f16", got ${
+          String(mode)
+        }`,
+      );
+    }
+    const stats = this.#quantStats();
+    const uniform = (groups: number) =>
+      pack([
+        ["u", n],
+        ["u", rows],
+        ["u", cols],
+        ["u", codes[mode]],
+        ["f", lambda],
+        ["f", 1e-5], // QUANT_EPS of src/core/quantize.ts, not imported: this module loads without npm
+        ["f", MAX_INT8_STEP],
+        ["u", groups],
+      ]);
+    const w: Arg = ["w", 0, args.w, n];
+    const out: Arg = ["out", 3, args.out, n, "w"];
+    if (mode === "eightbit") {
+      this.#dispatch(
+        encoder,
+        this.#pipeline("weight_quant", "eightbit"),
+        [w, out],
+        4,
+        uniform(0),
+        [Math.min(rows, this.#maxGroups), 1, 1],
+      );
+      return;
+    }
+    if (mode !== "f16") this.absMean(encoder, { x: args.w, n, out: stats });
+    if (mode === "ternary") {
+      const groups = Math.min(groupsFor(n, 1024), REDUCE_GROUPS);
+      const partials: Arg = [
+        "partials",
+        2,
+        this.#keptPartials(),
+        2 * groups,
+        "w",
+      ];
+      const st: Arg = ["stats", 1, stats, 2, "w"];
+      this.#dispatch(
+        encoder,
+        this.#pipeline("weight_quant", "kept_partial"),
+        [w, st, partials],
+        4,
+        uniform(groups),
+        [groups, 1, 1],
+      );
+      this.#dispatch(
+        encoder,
+        this.#pipeline("weight_quant", "kept_finish"),
+        [st, partials],
+        4,
+        uniform(groups),
+        [1, 1, 1],
+      );
+    }
+    this.#dispatch(
+      encoder,
+      this.#pipeline("weight_quant", "apply"),
+      [w, ["stats", 1, stats, 2, "w"], out], // f16 ignores the stats
+      4,
+      uniform(0),
+      [groupsFor(n, 256), 1, 1],
+    );
+  }
+
+  /**
+   * LayerNorm per row of x (rows × dim): `μ = mean(x)`,
+   * `r = 1 / sqrt(mean((x − μ)²) + eps)`, `out = (x − μ)·r·weight + bias`; saves
+   * `μ` and `r` per row for the backward pass.
+   */
+  layerNormForward(
+    encoder: GPUCommandEncoder,
+    args: {
+      readonly x: GPUBuffer;
+      readonly weight: GPUBuffer;
+      readonly bias: GPUBuffer;
+      readonly out: GPUBuffer;
+      readonly mean: GPUBuffer;
+      readonly rstd: GPUBuffer;
+      readonly rows: number;
+      readonly dim: number;
+      readonly eps: number;
+    },
+  ): void {
+    const { rows, dim } = args;
+    requireInt("rows", rows, 1);
+    requireInt("dim", dim, 1);
+    requireFinite("eps", args.eps);
+    this.#dispatch(
+      encoder,
+      this.#pipeline("layernorm", "fwd"),
+      [
+        ["x", 0, args.x, rows * dim],
+        ["weight", 1, args.weight, dim],
+        ["bias", 2, args.bias, dim],
+        ["out", 6, args.out, rows * dim, "w"],
+        ["mean", 7, args.mean, rows, "w"],
+        ["rstd", 8, args.rstd, rows, "w"],
+      ],
+      9,
+      pack([["u", rows], ["u", dim], ["f", args.eps]]),
+      [Math.min(rows, this.#maxGroups), 1, 1],
+    );
+  }
+
+  /**
+   * LayerNorm backward, adding into the gradients: with `x̂ = (x − μ)·r` and
+   * `d = dy·weight`, `dx += r·(d − mean(d) − x̂·mean(d·x̂))`,
+   * `dWeight += Σ_rows dy·x̂`, `dBias += Σ_rows dy`.
+   */
+  layerNormBackward(
+    encoder: GPUCommandEncoder,
+    args: {
+      readonly x: GPUBuffer;
+      readonly weight: GPUBuffer;
+      readonly dy: GPUBuffer;
+      readonly mean: GPUBuffer;
+      readonly rstd: GPUBuffer;
+      readonly dx: GPUBuffer;
+      readonly dWeight: GPUBuffer;
+      readonly dBias: GPUBuffer;
+      readonly rows: number;
+      readonly dim: number;
+    },
+  ): void {
+    const { rows, dim } = args;
+    requireInt("rows", rows, 1);
+    requireInt("dim", dim, 1);
+    const uniform = pack([["u", rows], ["u", dim], ["f", 0]]);
+    const x: Arg = ["x", 0, args.x, rows * dim];
+    const dy: Arg = ["dy", 3, args.dy, rows * dim];
+    const mean: Arg = ["mean", 4, args.mean, rows];
+    const rstd: Arg = ["rstd", 5, args.rstd, rows];
+    this.#dispatch(
+      encoder,
+      this.#pipeline("layernorm", "bwd_dx"),
+      [x, ["weight", 1, args.weight, dim], dy, mean, rstd, [
+        "dx",
+        6,
+        args.dx,
+        rows * dim,
+        "w",
+      ]],
+      9,
+      uniform,
+      [Math.min(rows, this.#maxGroups), 1, 1],
+    );
+    this.#dispatch(
+      encoder,
+      this.#pipeline("layernorm", "bwd_dwb"),
+      [x, dy, mean, rstd, ["dWeight", 7, args.dWeight, dim, "w"], [
+        "dBias",
+        8,
+        args.dBias,
+        dim,
+        "w",
+      ]],
+      9,
+      uniform,
+      [groupsFor(dim, 128), 1, 1],
+    );
+  }
+
+  /**
+   * Softmax cross-entropy with probabilities: per row of `logits` (rows × vocab)
+   * `lse = log Σ exp(z)`, `probs = exp(z − lse)`, `nll = lse − z_y`,
+   * `loss = (1 − ε)·nll + ε·(lse − mean(z))`; then
+   * `losses = [Σ loss, Σ nll] / count` over the rows whose i32 target is not
+   * `ignore` (`count` counted by the caller; 0 gives [0, 0]). Ignored rows get
+   * probabilities 0. `rowStats` (2·rows values) is scratch.
+   */
+  softmaxCrossEntropyForward(
+    encoder: GPUCommandEncoder,
+    args: {
+      readonly logits: GPUBuffer;
+      readonly targets: GPUBuffer;
+      readonly probs: GPUBuffer;
+      readonly rowStats: GPUBuffer;
+      readonly losses: GPUBuffer;
+      readonly rows: number;
+      readonly vocab: number;
+      readonly ignore: number;
+      readonly smoothing: number;
+      readonly count: number;
+    },
+  ): void {
+    const { rows, vocab, count } = args;
+    const uniform = softmaxCrossEntropyParams(
+      args,
+      count > 0 ? 1 / count : 0,
+      0,
+    );
+    const rowStats: Arg = ["rowStats", 4, args.rowStats, 2 * rows, "w"];
+    this.#dispatch(
+      encoder,
+      this.#pipeline("softmax_cross_entropy", "fwd"),
+      [
+        ["logits", 0, args.logits, rows * vocab],
+        ["targets", 1, args.targets, rows],
+        ["probs", 3, args.probs, rows * vocab, "w"],
+        rowStats,
+      ],
+      6,
+      uniform,
+      [Math.min(rows, this.#maxGroups), 1, 1],
+    );
+    this.#dispatch(
+      encoder,
+      this.#pipeline("softmax_cross_entropy", "finish"),
+      [rowStats, ["losses", 5, args.losses, 2, "w"]],
+      6,
+      uniform,
+      [1, 1, 1],
+    );
+  }
+
+  /**
+   * Gradient of {@link WebGpuKernels.softmaxCrossEntropyForward}'s mean loss,
+   * added: `dLogits += scale / count · (probs − (1 − ε)·onehot(y) − ε/vocab)` on
+   * rows whose target is not `ignore`.
+   */
+  softmaxCrossEntropyBackward(
+    encoder: GPUCommandEncoder,
+    args: {
+      readonly probs: GPUBuffer;
+      readonly targets: GPUBuffer;
+      readonly dLogits: GPUBuffer;
+      readonly rows: number;
+      readonly vocab: number;
+      readonly ignore: number;
+      readonly smoothing: number;
+      readonly count: number;
+      readonly scale: number;
+    },
+  ): void {
+    const { rows, vocab, count } = args;
+    requireFinite("scale", args.scale);
+    if (count === 0) return;
+    this.#dispatch(
+      encoder,
+      this.#pipeline("softmax_cross_entropy", "bwd"),
+      [
+        ["targets", 1, args.targets, rows],
+        ["probs", 2, args.probs, rows * vocab],
+        ["dLogits", 3, args.dLogits, rows * vocab, "w"],
+      ],
+      6,
+      softmaxCrossEntropyParams(args, 0, args.scale / count),
+      [groupsFor(rows * vocab, 256), 1, 1],
+    );
+  }
+
+  #quantStats(): GPUBuffer {
+    return this.#stats ??= this.pool.acquire(2 * 4);
+  }
+
+  #keptPartials(): GPUBuffer {
+    return this.#kept ??= this.pool.acquire(2 * REDUCE_GROUPS * 4);
+  }
+
   #elementwise(
     encoder: GPUCommandEncoder,
     key: PipelineKey,
@@ -1432,4 +1877,39 @@ function attentionParams(shape: AttentionShape): {
       ["f", scale],
     ]),
   };
+}
+
+// Validates the arguments of both softmax cross-entropy passes; returns their uniform.
+function softmaxCrossEntropyParams(
+  args: {
+    readonly rows: number;
+    readonly vocab: number;
+    readonly ignore: number;
+    readonly smoothing: number;
+    readonly count: number;
+  },
+  invCount: number,
+  k: number,
+): ArrayBuffer {
+  requireInt("rows", args.rows, 1);
+  requireInt("vocab", args.vocab, 1);
+  requireInt("count", args.count, 0);
+  if (args.count > args.rows) {
+    throw new Error(`count = ${args.count} exceeds rows = ${args.rows}`);
+  }
+  if (!Number.isInteger(args.ignore) || Math.abs(args.ignore) > 2 ** 31 - 1) {
+    throw new Error(`ignore must be an i32, got ${args.ignore}`);
+  }
+  if (!(args.smoothing >= 0 && args.smoothing <= 1)) {
+    throw new Error(`smoothing must be in [0, 1], got ${args.smoothing}`);
+  }
+  requireFinite("k", k);
+  return pack([
+    ["u", args.rows],
+    ["u", args.vocab],
+    ["i", args.ignore],
+    ["f", args.smoothing],
+    ["f", invCount],
+    ["f", k],
+  ]);
 }

@@ -9,7 +9,7 @@
 export const ACT_QUANT_WGSL: string =
   `// Per-token (per-row) int8 absmax fake-quantization of activations with λ blending:
 //   s = 127 / max(max_j |x_j|, eps),  xq = clamp(round(x·s), −128, 127),
-//   out = x + λ·(xq / s − x)
+//   out = (1 − λ)·x + λ·xq / s   (steBlend's form: exact at λ = 0 and λ = 1)
 // One workgroup per row (grid-stride over rows). round() is half-to-even.
 
 struct Params {
@@ -56,7 +56,7 @@ fn main(
     for (var j = lid.x; j < params.dim; j += WG) {
       let v = x[base + j];
       let q = clamp(round(v * s), -128.0, 127.0);
-      out[base + j] = v + params.lambda * (q / s - v);
+      out[base + j] = (1.0 - params.lambda) * v + params.lambda * (q / s);
     }
   }
 }
@@ -197,6 +197,7 @@ export const ARITH_WGSL: string =
 //   add:   out = a + b
 //   axpy:  y += alpha * x          (in place: y is bound read-write)
 //   scale: out = alpha * a
+//   fill, clamp_abs, mul, mul_acc: see below
 // Grid-stride loops: the host caps the workgroup count, so any n fits.
 
 struct Params {
@@ -229,6 +230,39 @@ fn axpy(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
 fn scale(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   for (var i = gid.x; i < params.n; i += groups.x * WG) {
     out0[i] = params.alpha * in0[i];
+  }
+}
+
+// fill:      out = alpha                        (every element)
+// clamp_abs: out = clamp(out, −alpha, alpha)    (in place: latent-weight clipping)
+// mul:       out = a ⊙ b
+// mul_acc:   out += a ⊙ b                       (in place: the backward of mul)
+
+@compute @workgroup_size(WG)
+fn fill(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  for (var i = gid.x; i < params.n; i += groups.x * WG) {
+    out0[i] = params.alpha;
+  }
+}
+
+@compute @workgroup_size(WG)
+fn clamp_abs(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  for (var i = gid.x; i < params.n; i += groups.x * WG) {
+    out0[i] = max(min(out0[i], params.alpha), -params.alpha);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn mul(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  for (var i = gid.x; i < params.n; i += groups.x * WG) {
+    out0[i] = in0[i] * in1[i];
+  }
+}
+
+@compute @workgroup_size(WG)
+fn mul_acc(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  for (var i = gid.x; i < params.n; i += groups.x * WG) {
+    out0[i] = fma(in0[i], in1[i], out0[i]);
   }
 }
 `;
@@ -722,6 +756,121 @@ fn main() {
   }
   scale[0] = s;
   scale[1] = norm;
+}
+`;
+
+/** WGSL source of `kernels/layernorm.wgsl`: LayerNorm over the rows of x (rows × dim), one workgroup per row (grid-stride over rows). */
+export const LAYERNORM_WGSL: string =
+  `// LayerNorm over the rows of x (rows × dim), one workgroup per row (grid-stride over rows).
+//   fwd:     μ = mean(x), r = 1 / sqrt(mean((x − μ)²) + eps), y = (x − μ)·r·w + b; saves μ and r
+//   bwd_dx:  x̂ = (x − μ)·r, d = dy·w:  dx += r·(d − mean(d) − x̂·mean(d·x̂))
+//   bwd_dwb: dw_j += Σ_rows dy_j·x̂_j,  db_j += Σ_rows dy_j  (one invocation per column, no atomics)
+// The backward passes add into their outputs (the Backend convention).
+
+struct Params {
+  rows: u32,
+  dim: u32,
+  eps: f32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> dy: array<f32>;
+@group(0) @binding(4) var<storage, read> mean_in: array<f32>;
+@group(0) @binding(5) var<storage, read> rstd_in: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out0: array<f32>;
+@group(0) @binding(7) var<storage, read_write> out1: array<f32>;
+@group(0) @binding(8) var<storage, read_write> out2: array<f32>;
+@group(0) @binding(9) var<uniform> params: Params;
+
+const WG: u32 = 128u;
+var<workgroup> red: array<vec2f, WG>;
+
+// Workgroup tree sum of two values; reached by every invocation of the workgroup.
+fn workgroup_sum2(v: vec2f, lane: u32) -> vec2f {
+  red[lane] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+      red[lane] += red[lane + s];
+    }
+    workgroupBarrier();
+  }
+  let total = red[0];
+  workgroupBarrier();
+  return total;
+}
+
+@compute @workgroup_size(WG)
+fn fwd(
+  @builtin(local_invocation_id) lid: vec3u,
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) groups: vec3u,
+) {
+  let dim = params.dim;
+  for (var row = wid.x; row < params.rows; row += groups.x) {
+    let base = row * dim;
+    var s = 0.0;
+    for (var j = lid.x; j < dim; j += WG) {
+      s += x[base + j];
+    }
+    let mu = workgroup_sum2(vec2f(s, 0.0), lid.x).x / f32(dim);
+    var ss = 0.0;
+    for (var j = lid.x; j < dim; j += WG) {
+      let c = x[base + j] - mu;
+      ss = fma(c, c, ss);
+    }
+    let r = 1.0 / sqrt(workgroup_sum2(vec2f(ss, 0.0), lid.x).x / f32(dim) + params.eps);
+    for (var j = lid.x; j < dim; j += WG) {
+      out0[base + j] = (x[base + j] - mu) * r * w[j] + b[j];
+    }
+    if (lid.x == 0u) {
+      out1[row] = mu;
+      out2[row] = r;
+    }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn bwd_dx(
+  @builtin(local_invocation_id) lid: vec3u,
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) groups: vec3u,
+) {
+  let dim = params.dim;
+  for (var row = wid.x; row < params.rows; row += groups.x) {
+    let base = row * dim;
+    let mu = mean_in[row];
+    let r = rstd_in[row];
+    var acc = vec2f();
+    for (var j = lid.x; j < dim; j += WG) {
+      let d = dy[base + j] * w[j];
+      acc += vec2f(d, d * (x[base + j] - mu) * r);
+    }
+    let means = workgroup_sum2(acc, lid.x) / f32(dim);
+    for (var j = lid.x; j < dim; j += WG) {
+      let xhat = (x[base + j] - mu) * r;
+      let d = dy[base + j] * w[j];
+      out0[base + j] += r * (d - means.x - xhat * means.y);
+    }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn bwd_dwb(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let dim = params.dim;
+  for (var j = gid.x; j < dim; j += groups.x * WG) {
+    var sw = 0.0;
+    var sb = 0.0;
+    for (var row = 0u; row < params.rows; row++) {
+      let g = dy[row * dim + j];
+      sw = fma(g, (x[row * dim + j] - mean_in[row]) * rstd_in[row], sw);
+      sb += g;
+    }
+    out1[j] += sw;
+    out2[j] += sb;
+  }
 }
 `;
 
@@ -1231,10 +1380,129 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
 }
 `;
 
+/** WGSL source of `kernels/softmax_cross_entropy.wgsl`: Softmax cross-entropy with probabilities, an ignore index and label smoothing (Backend.crossEntropy) */
+export const SOFTMAX_CROSS_ENTROPY_WGSL: string =
+  `// Softmax cross-entropy with probabilities, an ignore index and label smoothing (Backend.crossEntropy):
+// logits z are rows × vocab, targets i32 (a row whose target is \`ignore\` is not counted), smoothing ε.
+//   fwd:    per row (one workgroup), lse = max + log Σ exp(z − max), probs = exp(z − lse),
+//           nll = lse − z_y, loss = (1 − ε)·nll + ε·(lse − mean(z)) into row_stats[2r], [2r + 1];
+//           ignored rows get probs 0 and (0, 0)
+//   finish: losses = (Σ loss, Σ nll)·inv_count  (inv_count = 1 / counted rows, 0 when none)
+//   bwd:    dz += k·(probs − (1 − ε)·[c = y] − ε/vocab) on counted rows (k = scale / counted rows)
+
+struct Params {
+  rows: u32,
+  vocab: u32,
+  ignore: i32,
+  smoothing: f32,
+  inv_count: f32,
+  k: f32,
+}
+
+@group(0) @binding(0) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read> targets: array<i32>;
+@group(0) @binding(2) var<storage, read> probs_in: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out0: array<f32>;
+@group(0) @binding(4) var<storage, read_write> row_stats: array<f32>;
+@group(0) @binding(5) var<storage, read_write> losses: array<f32>;
+@group(0) @binding(6) var<uniform> params: Params;
+
+const WG: u32 = 256u;
+var<workgroup> red: array<vec2f, WG>;
+
+// Workgroup tree reduction of two values (max of x, or sums of both); reached by every
+// invocation (rows that are ignored still reduce: the branch on a storage value would not
+// be uniform).
+fn workgroup_reduce(v: vec2f, lane: u32, is_max: bool) -> vec2f {
+  red[lane] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+      if (is_max) {
+        red[lane] = max(red[lane], red[lane + s]);
+      } else {
+        red[lane] += red[lane + s];
+      }
+    }
+    workgroupBarrier();
+  }
+  let total = red[0];
+  workgroupBarrier();
+  return total;
+}
+
+@compute @workgroup_size(WG)
+fn fwd(
+  @builtin(local_invocation_id) lid: vec3u,
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) groups: vec3u,
+) {
+  let v = params.vocab;
+  for (var row = wid.x; row < params.rows; row += groups.x) {
+    let base = row * v;
+    var m = -3.4028235e38;
+    for (var j = lid.x; j < v; j += WG) {
+      m = max(m, logits[base + j]);
+    }
+    let row_max = workgroup_reduce(vec2f(m, 0.0), lid.x, true).x;
+    var acc = vec2f();
+    for (var j = lid.x; j < v; j += WG) {
+      let z = logits[base + j];
+      acc += vec2f(exp(z - row_max), z);
+    }
+    let sums = workgroup_reduce(acc, lid.x, false);
+    let lse = row_max + log(sums.x);
+    let y = targets[row];
+    let counted = y != params.ignore;
+    for (var j = lid.x; j < v; j += WG) {
+      out0[base + j] = select(0.0, exp(logits[base + j] - lse), counted);
+    }
+    if (lid.x == 0u) {
+      var loss = 0.0;
+      var nll = 0.0;
+      if (counted) {
+        nll = lse - logits[base + u32(y)];
+        loss = (1.0 - params.smoothing) * nll + params.smoothing * (lse - sums.y / f32(v));
+      }
+      row_stats[2u * row] = loss;
+      row_stats[2u * row + 1u] = nll;
+    }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn finish(@builtin(local_invocation_id) lid: vec3u) {
+  var acc = vec2f();
+  for (var r = lid.x; r < params.rows; r += WG) {
+    acc += vec2f(row_stats[2u * r], row_stats[2u * r + 1u]);
+  }
+  let total = workgroup_reduce(acc, lid.x, false);
+  if (lid.x == 0u) {
+    losses[0] = total.x * params.inv_count;
+    losses[1] = total.y * params.inv_count;
+  }
+}
+
+@compute @workgroup_size(WG)
+fn bwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let v = params.vocab;
+  let n = params.rows * v;
+  let uniform_q = params.smoothing / f32(v);
+  for (var i = gid.x; i < n; i += groups.x * WG) {
+    let y = targets[i / v];
+    if (y != params.ignore) {
+      let q = select(0.0, 1.0 - params.smoothing, u32(y) == i % v) + uniform_q;
+      out0[i] = fma(params.k, probs_in[i] - q, out0[i]);
+    }
+  }
+}
+`;
+
 /** WGSL source of `kernels/ternary_quant.wgsl`: Ternary (BitNet b1.58) fake-quantization of a weight tensor with λ blending */
 export const TERNARY_QUANT_WGSL: string =
   `// Ternary (BitNet b1.58) fake-quantization of a weight tensor with λ blending:
-//   q = clamp(round(w / (γ + eps)), −1, 1),  out = w + λ·(q·γ − w)
+//   q = clamp(round(w / (γ + eps)), −1, 1),  out = (1 − λ)·w + λ·q·γ
+// (the blend w + λ·(q·γ − w) in steBlend's form, exact at λ = 0 and λ = 1)
 // γ = mean |W| is read from gamma[0] (written on the GPU by reduce.wgsl, mode 0),
 // so no read-back is needed. λ = 1 is the hard quantizer, λ = 0 the identity.
 // round() is round-half-to-even, as in PyTorch.
@@ -1259,7 +1527,177 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   for (var i = gid.x; i < params.n; i += groups.x * WG) {
     let v = w[i];
     let q = clamp(round(v * inv), -1.0, 1.0);
-    out[i] = v + params.lambda * (q * g - v);
+    out[i] = (1.0 - params.lambda) * v + params.lambda * (q * g);
+  }
+}
+`;
+
+/** WGSL source of `kernels/weight_quant.wgsl`: Weight fake-quantization of the non-absmean modes, blended as steBlend: out = (1 − λ)·w + λ·Q(w). */
+export const WEIGHT_QUANT_WGSL: string =
+  `// Weight fake-quantization of the non-absmean modes, blended as steBlend: out = (1 − λ)·w + λ·Q(w).
+// γ = mean|W| is read from stats[0] (written by reduce.wgsl, mode 0), so no read-back is needed.
+//   apply, mode 1 (dynamic-threshold ternary): Δ = 0.7·γ, Q = sign(w)·stats[1] if |w| > Δ else 0
+//   apply, mode 2 (binary): Q = γ if w ≥ 0 else −γ  (sign(±0) = +1)
+//   apply, mode 3 (f16): Q = w rounded to the nearest f16, ties to even; |w| ≥ 65520 gives ±inf
+//   kept_partial + kept_finish: stats[1] = mean{|w| : |w| > Δ} (0 when nothing is kept), two
+//     atomics-free passes (≤ 256 workgroups write sums and counts, one workgroup adds them)
+//   eightbit (one workgroup per row of rows × cols): s = min(max(max|w_row|, eps) / 127, max_step),
+//     Q = clamp(round(w / s), −127, 127)·s
+// round() is half-to-even.
+
+struct Params {
+  n: u32,
+  rows: u32,
+  cols: u32,
+  mode: u32,
+  lambda: f32,
+  eps: f32,
+  max_step: f32,
+  groups: u32,
+}
+
+struct Kept {
+  sum: f32,
+  count: u32,
+}
+
+@group(0) @binding(0) var<storage, read> w: array<f32>;
+@group(0) @binding(1) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(2) var<storage, read_write> partials: array<Kept>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<uniform> params: Params;
+
+const WG: u32 = 256u;
+var<workgroup> red_f: array<f32, WG>;
+var<workgroup> red_u: array<u32, WG>;
+
+fn blend(v: f32, q: f32) -> f32 {
+  return (1.0 - params.lambda) * v + params.lambda * q;
+}
+
+// Round-to-nearest-even to f16 precision by bit manipulation (the rounding of
+// pack2x16float is implementation-defined).
+fn round_f16(x: f32) -> f32 {
+  let bits = bitcast<u32>(x);
+  let sign = bits & 0x80000000u;
+  let a = bits & 0x7fffffffu;
+  if (a >= 0x7f800000u) {
+    return x; // ±inf, NaN
+  }
+  if (a >= 0x477ff000u) {
+    return bitcast<f32>(sign | 0x7f800000u); // ≥ 65520: the tie above 65504 rounds to inf
+  }
+  if (a < 0x38800000u) {
+    // Below 2^-14 the f16 quantum is 2^-24; the scalings by 2^±24 are exact.
+    let r = round(bitcast<f32>(a) * 16777216.0) * 5.9604644775390625e-8;
+    return bitcast<f32>(sign | bitcast<u32>(r));
+  }
+  // Keep 10 of the 23 mantissa bits: add half an f16 ulp minus one, plus the kept lsb (ties to
+  // even); a carry rounds up into the exponent.
+  let lsb = (a >> 13u) & 1u;
+  return bitcast<f32>(sign | ((a + 0xfffu + lsb) & 0xffffe000u));
+}
+
+@compute @workgroup_size(WG)
+fn apply(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let gamma = stats[0];
+  let delta = 0.7 * gamma;
+  let kept_scale = stats[1];
+  for (var i = gid.x; i < params.n; i += groups.x * WG) {
+    let v = w[i];
+    var q: f32;
+    if (params.mode == 1u) {
+      q = select(0.0, select(kept_scale, -kept_scale, v < 0.0), abs(v) > delta);
+    } else if (params.mode == 2u) {
+      q = select(-gamma, gamma, v >= 0.0);
+    } else {
+      q = round_f16(v);
+    }
+    out[i] = blend(v, q);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn kept_partial(
+  @builtin(global_invocation_id) gid: vec3u,
+  @builtin(local_invocation_id) lid: vec3u,
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) groups: vec3u,
+) {
+  let delta = 0.7 * stats[0];
+  var s = 0.0;
+  var c = 0u;
+  for (var i = gid.x; i < params.n; i += groups.x * WG) {
+    let a = abs(w[i]);
+    if (a > delta) {
+      s += a;
+      c += 1u;
+    }
+  }
+  red_f[lid.x] = s;
+  red_u[lid.x] = c;
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (lid.x < k) {
+      red_f[lid.x] += red_f[lid.x + k];
+      red_u[lid.x] += red_u[lid.x + k];
+    }
+    workgroupBarrier();
+  }
+  if (lid.x == 0u) {
+    partials[wid.x] = Kept(red_f[0], red_u[0]);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn kept_finish(@builtin(local_invocation_id) lid: vec3u) {
+  var s = 0.0;
+  var c = 0u;
+  for (var i = lid.x; i < params.groups; i += WG) {
+    s += partials[i].sum;
+    c += partials[i].count;
+  }
+  red_f[lid.x] = s;
+  red_u[lid.x] = c;
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (lid.x < k) {
+      red_f[lid.x] += red_f[lid.x + k];
+      red_u[lid.x] += red_u[lid.x + k];
+    }
+    workgroupBarrier();
+  }
+  if (lid.x == 0u) {
+    stats[1] = select(red_f[0] / f32(red_u[0]), 0.0, red_u[0] == 0u);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn eightbit(
+  @builtin(local_invocation_id) lid: vec3u,
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) groups: vec3u,
+) {
+  for (var row = wid.x; row < params.rows; row += groups.x) {
+    let base = row * params.cols;
+    var m = 0.0;
+    for (var j = lid.x; j < params.cols; j += WG) {
+      m = max(m, abs(w[base + j]));
+    }
+    red_f[lid.x] = m;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k >>= 1u) {
+      if (lid.x < k) {
+        red_f[lid.x] = max(red_f[lid.x], red_f[lid.x + k]);
+      }
+      workgroupBarrier();
+    }
+    let s = min(max(red_f[0], params.eps) / 127.0, params.max_step);
+    workgroupBarrier();
+    for (var j = lid.x; j < params.cols; j += WG) {
+      let v = w[base + j];
+      out[base + j] = blend(v, clamp(round(v / s), -127.0, 127.0) * s);
+    }
   }
 }
 `;
