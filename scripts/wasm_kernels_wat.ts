@@ -7,6 +7,11 @@
  * kernels are unrolled over register tiles, which is why this is a generator
  * rather than a hand-written `.wat` file.
  *
+ * Besides the matmuls and the ternary kernels, the module holds the
+ * element-wise and per-row kernels of a training step (norms, RoPE, softmax
+ * and cross-entropy, activations, quantizers, AdamW), written once as loop
+ * bodies that serve both the 4-wide pass and the scalar tail.
+ *
  * The memory is imported (`env.memory`, shared) so that the TypeScript wrapper
  * owns, grows and could share it with workers. All pointers are byte offsets.
  *
@@ -185,6 +190,16 @@ const packA = `
               (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
               (local.set $kk (i32.add (local.get $kk) (i32.const 4)))
               (br $vec)))))
+        ;; A stored transposed (rows adjacent): each k is one 8-byte copy.
+        (if (i32.and (i32.eq (local.get $rs) (i32.const 4)) (i32.ne (local.get $cs) (i32.const 4)))
+          (then
+            (block $tend (loop $tra
+              (br_if $tend (i32.ge_u (local.get $kk) (local.get $kc)))
+              (i64.store (local.get $dst) (i64.load (local.get $p0)))
+              (local.set $p0 (i32.add (local.get $p0) (local.get $cs)))
+              (local.set $dst (i32.add (local.get $dst) (i32.const 8)))
+              (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
+              (br $tra)))))
         (block $send (loop $sca
           (br_if $send (i32.ge_u (local.get $kk) (local.get $kc)))
           (f32.store (local.get $dst)
@@ -218,7 +233,9 @@ const packA = `
 const packB = `
 (func $packB (param $src i32) (param $rs i32) (param $cs i32) (param $kc i32)
   (param $kcp i32) (param $nc i32) (param $dst i32)
-  (local $j i32) (local $nr i32) (local $kk i32) (local $jj i32) (local $p i32) (local $q i32)
+  (local $j i32) (local $nr i32) (local $kk i32) (local $jj i32) (local $p i32) (local $q i32) (local $c0 i32)
+  (local $r0 v128) (local $r1 v128) (local $r2 v128) (local $r3 v128)
+  (local $t0 v128) (local $t1 v128) (local $t2 v128) (local $t3 v128)
   (block $end (loop $panels
     (br_if $end (i32.ge_u (local.get $j) (local.get $nc)))
     (local.set $nr (i32.sub (local.get $nc) (local.get $j)))
@@ -241,6 +258,52 @@ const packB = `
           (br $vec)))
         (memory.fill (local.get $q) (i32.const 0)
           (i32.shl (i32.sub (local.get $kcp) (local.get $kc)) (i32.const 6))))
+      (else (if (i32.and (i32.eq (local.get $rs) (i32.const 4)) (i32.eq (local.get $nr) (i32.const ${NR})))
+      (then
+        ;; Full panel of B stored transposed (columns contiguous in k):
+        ;; 4×4 blocks transposed in registers, then the k tail element-wise.
+        (local.set $jj (i32.const 0))
+        (block $tjend (loop $tcols
+          (br_if $tjend (i32.ge_u (local.get $jj) (i32.const ${NR})))
+          (local.set $c0 (i32.add (local.get $p) (i32.mul (local.get $jj) (local.get $cs))))
+          (local.set $q (i32.add (local.get $dst) (i32.shl (local.get $jj) (i32.const 2))))
+          (local.set $kk (i32.const 0))
+          (block $tkend (loop $tks
+            (br_if $tkend (i32.gt_u (i32.add (local.get $kk) (i32.const 4)) (local.get $kc)))
+            (local.set $r0 (v128.load (local.get $c0)))
+            (local.set $r1 (v128.load (i32.add (local.get $c0) (local.get $cs))))
+            (local.set $r2 (v128.load (i32.add (local.get $c0) (i32.shl (local.get $cs) (i32.const 1)))))
+            (local.set $r3 (v128.load (i32.add (local.get $c0) (i32.mul (local.get $cs) (i32.const 3)))))
+            (local.set $t0 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $r0) (local.get $r1)))
+            (local.set $t1 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $r2) (local.get $r3)))
+            (local.set $t2 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $r0) (local.get $r1)))
+            (local.set $t3 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $r2) (local.get $r3)))
+            (v128.store (local.get $q)
+              (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $t0) (local.get $t1)))
+            (v128.store offset=64 (local.get $q)
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $t0) (local.get $t1)))
+            (v128.store offset=128 (local.get $q)
+              (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $t2) (local.get $t3)))
+            (v128.store offset=192 (local.get $q)
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $t2) (local.get $t3)))
+            (local.set $c0 (i32.add (local.get $c0) (i32.const 16)))
+            (local.set $q (i32.add (local.get $q) (i32.const 256)))
+            (local.set $kk (i32.add (local.get $kk) (i32.const 4)))
+            (br $tks)))
+          (block $tsend (loop $tsca
+            (br_if $tsend (i32.ge_u (local.get $kk) (local.get $kc)))
+            (f32.store (local.get $q) (f32.load (local.get $c0)))
+            (f32.store offset=4 (local.get $q) (f32.load (i32.add (local.get $c0) (local.get $cs))))
+            (f32.store offset=8 (local.get $q) (f32.load (i32.add (local.get $c0) (i32.shl (local.get $cs) (i32.const 1)))))
+            (f32.store offset=12 (local.get $q) (f32.load (i32.add (local.get $c0) (i32.mul (local.get $cs) (i32.const 3)))))
+            (local.set $c0 (i32.add (local.get $c0) (i32.const 4)))
+            (local.set $q (i32.add (local.get $q) (i32.const 64)))
+            (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
+            (br $tsca)))
+          (local.set $jj (i32.add (local.get $jj) (i32.const 4)))
+          (br $tcols)))
+        (memory.fill (i32.add (local.get $dst) (i32.shl (local.get $kc) (i32.const 6))) (i32.const 0)
+          (i32.shl (i32.sub (local.get $kcp) (local.get $kc)) (i32.const 6))))
       (else
         ;; Any other layout: zero the panel, then copy column by column.
         (memory.fill (local.get $dst) (i32.const 0) (i32.shl (local.get $kcp) (i32.const 6)))
@@ -258,7 +321,7 @@ const packB = `
             (br $ks)))
           (local.set $p (i32.add (local.get $p) (local.get $cs)))
           (local.set $jj (i32.add (local.get $jj) (i32.const 1)))
-          (br $cols)))))
+          (br $cols)))))))
     (local.set $dst (i32.add (local.get $dst) (i32.shl (local.get $kcp) (i32.const 6))))
     (local.set $j (i32.add (local.get $j) (i32.const ${NR})))
     (br $panels))))`;
@@ -809,6 +872,1034 @@ function fmaProbe(v: WasmVariant): string {
   (f32x4.extract_lane 0 (local.get $s)))`;
 }
 
+// ------------------------------------------------------------------------
+// Element-wise and per-row kernels of training (the non-matmul work of a step).
+
+const get = (n: string): string => `(local.get ${n})`;
+const set = (n: string, e: string): string => `(local.set ${n} ${e})`;
+const i32c = (x: number): string => `(i32.const ${x})`;
+
+/** A WAT f32 literal (`inf` for ±Infinity). */
+function f32lit(x: number): string {
+  if (x === Infinity) return "inf";
+  if (x === -Infinity) return "-inf";
+  return String(x);
+}
+
+/** An f32x4 constant with all lanes `x`. */
+const f4 = (x: number): string =>
+  `(v128.const f32x4 ${range(4).map(() => f32lit(x)).join(" ")})`;
+
+/** An f64x2 constant with both lanes `x`. */
+const d2 = (x: number): string =>
+  `(v128.const f64x2 ${f32lit(x)} ${f32lit(x)})`;
+
+/** Keeps lane 0 of an f32x4 and zeroes the others (scalar tails of reductions). */
+const LANE0 = "(v128.const i32x4 -1 0 0 0)";
+
+/** Where {@link hoistConsts} declares and sets a function's constants: after its locals. */
+const CONSTS = ";;@consts";
+
+/**
+ * Moves every distinct `v128.const` of a function into a local set once at
+ * entry (the function marks the place with {@link CONSTS}): V8 rebuilds a
+ * v128 constant with several instructions at each use, which inside a loop
+ * made the exp-based kernels ~3× slower.
+ */
+function hoistConsts(func: string): string {
+  if (!func.includes(CONSTS)) return func;
+  const names = new Map<string, string>();
+  const body = func.replace(/\(v128\.const [^()]*\)/g, (c) => {
+    let n = names.get(c);
+    if (n === undefined) names.set(c, n = `$k${names.size}`);
+    return get(n);
+  });
+  const decl = [...names.values()].map((n) => `(local ${n} v128)`).join(" ");
+  const init = [...names].map(([c, n]) => set(n, c)).join("\n  ");
+  return body.replace(CONSTS, `${decl}\n  ${init}`);
+}
+
+/** f32x4 → i32x4 truncation toward zero (relaxed: NaN lanes are unspecified). */
+const truncF32x4 = (v: WasmVariant): string =>
+  v === "relaxed" ? "i32x4.relaxed_trunc_f32x4_s" : "i32x4.trunc_sat_f32x4_s";
+
+/** Lower clamp of {@link expF32x4}: below it e^x is taken as 0 (it is < 2^−126). */
+const EXP_LO = -87.33654022216797;
+/** Upper clamp of {@link expF32x4}: e^x saturates at e^88 ≈ 1.65e38. */
+const EXP_HI = 88;
+const LOG2E = 1.4426950408889634;
+/** ln 2 split so that `n · LN2_HI` is exact for |n| ≤ 127 (Cody–Waite). */
+const LN2_HI = 0.693359375;
+const LN2_LO = -2.12194440e-4;
+/** Cephes `expf` minimax coefficients of `(e^r − 1 − r) / r²` on |r| ≤ ln2/2. */
+const EXP_POLY = [
+  1.9875691500e-4,
+  1.3981999507e-3,
+  8.3334519073e-3,
+  4.1665795894e-2,
+  1.6666665459e-1,
+  5.0000001201e-1,
+];
+
+/**
+ * Statements setting v128 local `dst` to `e^x` lane-wise (x an f32x4
+ * expression): `n = round(x·log2 e)`, `r = x − n·ln 2` (Cody–Waite),
+ * `e^r ≈ 1 + r + r²·P(r)` (Cephes `expf`, ≈ 1 ulp), times `2^n` built in the
+ * exponent bits. x is clamped to [EXP_LO, EXP_HI]; below EXP_LO the result is
+ * 0; NaN stays NaN. Uses the locals `$e0`…`$e3`.
+ */
+function expF32x4(v: WasmVariant, dst: string, x: string): string {
+  const poly = EXP_POLY.slice(1).reduce(
+    (acc, c) => madd(v, acc, get("$e0"), f4(c)),
+    f4(EXP_POLY[0]),
+  );
+  return lines([
+    set("$e3", x),
+    set(
+      "$e0",
+      `(f32x4.pmin (f32x4.pmax ${get("$e3")} ${f4(EXP_LO)}) ${f4(EXP_HI)})`,
+    ),
+    set("$e1", `(f32x4.nearest (f32x4.mul ${get("$e0")} ${f4(LOG2E)}))`),
+    set("$e0", madd(v, get("$e1"), f4(-LN2_HI), get("$e0"))),
+    set("$e0", madd(v, get("$e1"), f4(-LN2_LO), get("$e0"))),
+    set("$e2", poly),
+    set(
+      "$e2",
+      madd(
+        v,
+        get("$e2"),
+        `(f32x4.mul ${get("$e0")} ${get("$e0")})`,
+        `(f32x4.add ${get("$e0")} ${f4(1)})`,
+      ),
+    ),
+    set(
+      "$e1",
+      `(i32x4.shl (i32x4.add (${truncF32x4(v)} ${
+        get("$e1")
+      }) (v128.const i32x4 127 127 127 127)) (i32.const 23))`,
+    ),
+    set(
+      dst,
+      `(v128.andnot (f32x4.mul ${get("$e2")} ${get("$e1")}) (f32x4.lt ${
+        get("$e3")
+      } ${f4(EXP_LO)}))`,
+    ),
+  ]);
+}
+
+/** The v128 scratch locals every generated loop body may use. */
+const SCRATCH = locals(
+  ["$r0", "$r1", "$r2", "$t0", "$t1", "$t2", "$t3", "$e0", "$e1", "$e2", "$e3"],
+  "v128",
+);
+
+/**
+ * How a loop body addresses element j of a row: in the vector pass `ld`
+ * loads four elements and `st` stores four; in the scalar tail `ld` splats
+ * one element to all lanes and `st` stores lane 0, so one body serves both.
+ * `red` masks a value before it is added into a lane-wise sum (lane 0 only in
+ * the tail, where all lanes hold the same element).
+ */
+interface Access {
+  readonly ld: (base: string) => string;
+  readonly st: (base: string, value: string) => string;
+  readonly red: (value: string) => string;
+}
+
+const VEC: Access = {
+  ld: (b) => `(v128.load (i32.add ${get(b)} ${get("$j")}))`,
+  st: (b, x) => `(v128.store (i32.add ${get(b)} ${get("$j")}) ${x})`,
+  red: (x) => x,
+};
+const TAIL: Access = {
+  ld: (b) => `(v128.load32_splat (i32.add ${get(b)} ${get("$j")}))`,
+  st: (b, x) =>
+    `(f32.store (i32.add ${get(b)} ${get("$j")}) (f32x4.extract_lane 0 ${x}))`,
+  red: (x) => `(v128.and ${x} ${LANE0})`,
+};
+
+/**
+ * A loop over the f32 elements `[0, len)` of a row: byte offset `$j` steps by
+ * 16 while four elements remain, then by 4. `body` is instantiated for both.
+ * Needs the i32 locals `$j`, `$jend`, `$j16`.
+ */
+function rowLoop(len: string, body: (a: Access) => string): string {
+  return lines([
+    set("$jend", `(i32.shl ${len} (i32.const 2))`),
+    set("$j16", `(i32.and ${get("$jend")} (i32.const -16))`),
+    set("$j", i32c(0)),
+    `(block $vd (loop $vl
+      (br_if $vd (i32.ge_u ${get("$j")} ${get("$j16")}))
+      ${body(VEC)}
+      (local.set $j (i32.add ${get("$j")} (i32.const 16)))
+      (br $vl)))`,
+    `(block $sd (loop $sl
+      (br_if $sd (i32.ge_u ${get("$j")} ${get("$jend")}))
+      ${body(TAIL)}
+      (local.set $j (i32.add ${get("$j")} (i32.const 4)))
+      (br $sl)))`,
+  ]);
+}
+
+const ROW_LOCALS = locals(["$j", "$jend", "$j16"], "i32");
+
+/** Sum of the four f32 lanes of an f32x4 expression held in local `x`. */
+const hsumF = (x: string): string =>
+  `(f32.add (f32.add (f32x4.extract_lane 0 ${get(x)}) (f32x4.extract_lane 1 ${
+    get(x)
+  })) (f32.add (f32x4.extract_lane 2 ${get(x)}) (f32x4.extract_lane 3 ${
+    get(x)
+  })))`;
+/** Max of the four f32 lanes (NaN-propagating). */
+const hmaxF = (x: string): string =>
+  `(f32.max (f32.max (f32x4.extract_lane 0 ${get(x)}) (f32x4.extract_lane 1 ${
+    get(x)
+  })) (f32.max (f32x4.extract_lane 2 ${get(x)}) (f32x4.extract_lane 3 ${
+    get(x)
+  })))`;
+/** Sum of the two f64 lanes. */
+const hsumD = (x: string): string =>
+  `(f64.add (f64x2.extract_lane 0 ${get(x)}) (f64x2.extract_lane 1 ${get(x)}))`;
+/** The low two f32 lanes of an f32x4, as f64x2. */
+const promoteLo = (x: string): string => `(f64x2.promote_low_f32x4 ${x})`;
+/** The high two f32 lanes of an f32x4 (a local), as f64x2. */
+const promoteHi = (x: string): string =>
+  `(f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 ${
+    get(x)
+  } ${get(x)}))`;
+/** f32x4 of two f64x2 (low lanes from `lo`, high from `hi`), each rounded to f32. */
+const demote2 = (lo: string, hi: string): string =>
+  `(i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (f32x4.demote_f64x2_zero ${lo}) (f32x4.demote_f64x2_zero ${hi}))`;
+
+/**
+ * An element-wise kernel over `n` f32 elements: `params` are the pointer
+ * parameters (byte offsets) followed by the scalars, `body` computes the
+ * outputs into locals from the {@link Access} of the pass.
+ */
+function mapKernel(
+  name: string,
+  params: string,
+  init: string,
+  extraLocals: string,
+  body: (a: Access) => string,
+): string {
+  return `
+(func (export "${name}") ${params} (param $n i32)
+  ${ROW_LOCALS} ${SCRATCH} ${extraLocals} ${CONSTS}
+  ${init}
+  ${rowLoop(get("$n"), body)})`;
+}
+
+/**
+ * The previous value of output `o` in a kernel with an `$acc` parameter: `o`
+ * itself when accumulating, else 0 (so the kernel overwrites an output whose
+ * zeros were never written).
+ */
+const prev = (a: Access, o: string): string =>
+  `(select (result v128) ${a.ld(o)} ${f4(0)} (local.get $acc))`;
+
+/** The element-wise kernels (fill, add, products, clamp, activations). */
+function elementwiseKernels(v: WasmVariant): string {
+  const sig = (x: string) =>
+    // σ(x) = 1 / (1 + e^(−x)) into $r1 (x a v128 expression; clobbers $e*).
+    lines([
+      expF32x4(v, "$r1", `(f32x4.neg ${x})`),
+      set("$r1", `(f32x4.div ${f4(1)} (f32x4.add ${f4(1)} ${get("$r1")}))`),
+    ]);
+  return lines([
+    mapKernel(
+      "fill_f32",
+      "(param $o i32) (param $value f32)",
+      set("$t3", "(f32x4.splat (local.get $value))"),
+      "",
+      (a) => a.st("$o", get("$t3")),
+    ),
+    mapKernel(
+      "add_f32",
+      "(param $a i32) (param $b i32) (param $o i32)",
+      "",
+      "",
+      (a) => a.st("$o", `(f32x4.add ${a.ld("$a")} ${a.ld("$b")})`),
+    ),
+    mapKernel(
+      "mul_f32",
+      "(param $a i32) (param $b i32) (param $o i32)",
+      "",
+      "",
+      (a) => a.st("$o", `(f32x4.mul ${a.ld("$a")} ${a.ld("$b")})`),
+    ),
+    mapKernel(
+      "mul_acc_f32",
+      "(param $a i32) (param $b i32) (param $o i32) (param $acc i32)",
+      "",
+      "",
+      (a) => a.st("$o", madd(v, a.ld("$a"), a.ld("$b"), prev(a, "$o"))),
+    ),
+    mapKernel(
+      "axmb_f32",
+      "(param $x i32) (param $o i32) (param $s f32) (param $c f32) (param $acc i32)",
+      lines([
+        set("$t2", "(f32x4.splat (local.get $s))"),
+        set("$t3", "(f32x4.splat (local.get $c))"),
+      ]),
+      "",
+      (a) =>
+        a.st(
+          "$o",
+          madd(
+            v,
+            get("$t2"),
+            `(f32x4.sub ${a.ld("$x")} ${get("$t3")})`,
+            prev(a, "$o"),
+          ),
+        ),
+    ),
+    mapKernel(
+      "clamp_f32",
+      "(param $o i32) (param $limit f32)",
+      lines([
+        set("$t2", "(f32x4.splat (local.get $limit))"),
+        set("$t3", "(f32x4.neg (local.get $t2))"),
+      ]),
+      "",
+      (a) =>
+        a.st(
+          "$o",
+          `(f32x4.pmax (f32x4.pmin ${a.ld("$o")} ${get("$t2")}) ${get("$t3")})`,
+        ),
+    ),
+    mapKernel(
+      "silu_f32",
+      "(param $x i32) (param $o i32)",
+      "",
+      "",
+      (a) =>
+        lines([
+          set("$r0", a.ld("$x")),
+          sig(get("$r0")),
+          a.st("$o", `(f32x4.mul ${get("$r0")} ${get("$r1")})`),
+        ]),
+    ),
+    mapKernel(
+      "silu_bwd_f32",
+      "(param $dy i32) (param $x i32) (param $dx i32) (param $acc i32)",
+      "",
+      "",
+      (a) =>
+        lines([
+          set("$r0", a.ld("$x")),
+          sig(get("$r0")),
+          // dx += dy · σ · (1 + x·(1 − σ))
+          set(
+            "$r2",
+            madd(
+              v,
+              get("$r0"),
+              `(f32x4.sub ${f4(1)} ${get("$r1")})`,
+              f4(1),
+            ),
+          ),
+          a.st(
+            "$dx",
+            madd(
+              v,
+              `(f32x4.mul ${a.ld("$dy")} ${get("$r1")})`,
+              get("$r2"),
+              prev(a, "$dx"),
+            ),
+          ),
+        ]),
+    ),
+    mapKernel(
+      "relu2_f32",
+      "(param $x i32) (param $o i32)",
+      "",
+      "",
+      (a) =>
+        lines([
+          set("$r0", `(f32x4.pmax ${a.ld("$x")} ${f4(0)})`),
+          a.st("$o", `(f32x4.mul ${get("$r0")} ${get("$r0")})`),
+        ]),
+    ),
+    mapKernel(
+      "relu2_bwd_f32",
+      "(param $dy i32) (param $x i32) (param $dx i32) (param $acc i32)",
+      "",
+      "",
+      (a) =>
+        a.st(
+          "$dx",
+          madd(
+            v,
+            `(f32x4.mul ${a.ld("$dy")} ${f4(2)})`,
+            `(f32x4.pmax ${a.ld("$x")} ${f4(0)})`,
+            prev(a, "$dx"),
+          ),
+        ),
+    ),
+  ]);
+}
+
+/** Reductions and quantizers computed in f64, so they match the TypeScript quantizers bit for bit. */
+function f64Kernels(_v: WasmVariant): string {
+  // (m > 0 lanes of an f64x2 compare) → i32x4 masks of four elements.
+  const narrow = (lo: string, hi: string) =>
+    `(i8x16.shuffle 0 1 2 3 8 9 10 11 16 17 18 19 24 25 26 27 ${lo} ${hi})`;
+  // Σ f(x) (squared when `square`) in f64: exact products, f64 partial sums.
+  const reduce = (
+    name: string,
+    f: (x: string) => string,
+    square: boolean,
+  ) => {
+    const sq = (x: string) => square ? `(f64x2.mul ${x} ${x})` : x;
+    return `
+(func (export "${name}") (param $p i32) (param $n i32) (result f64)
+  ${ROW_LOCALS} ${SCRATCH}
+  ${CONSTS}
+  ${
+      rowLoop(get("$n"), (a) =>
+        lines([
+          set("$r0", a.red(f(a.ld("$p")))),
+          set("$t0", `(f64x2.add ${get("$t0")} ${sq(promoteLo(get("$r0")))})`),
+          set("$t1", `(f64x2.add ${get("$t1")} ${sq(promoteHi("$r0"))})`),
+        ]))
+    }
+  (f64.add ${hsumD("$t0")} ${hsumD("$t1")}))`;
+  };
+  const abssum = reduce("abs_sum_f64", (x) => `(f32x4.abs ${x})`, false);
+  const sumsq = reduce("sum_sq_f64", (x) => x, true);
+  return lines([
+    abssum,
+    sumsq,
+    // o = (w/d > ½ ? γ : w/d < −½ ? −γ : 0), the quotient in f64 as absmeanTernary.
+    mapKernel(
+      "ternary_fq",
+      "(param $w i32) (param $o i32) (param $gamma f32) (param $d f64)",
+      lines([
+        set("$t2", "(f64x2.splat (local.get $d))"),
+        set("$t3", "(f32x4.splat (local.get $gamma))"),
+      ]),
+      "",
+      (a) =>
+        lines([
+          set("$r0", a.ld("$w")),
+          set("$r1", `(f64x2.div ${promoteLo(get("$r0"))} ${get("$t2")})`),
+          set("$r2", `(f64x2.div ${promoteHi("$r0")} ${get("$t2")})`),
+          a.st(
+            "$o",
+            `(v128.or
+              (v128.and ${
+              narrow(
+                `(f64x2.gt ${get("$r1")} ${d2(0.5)})`,
+                `(f64x2.gt ${get("$r2")} ${d2(0.5)})`,
+              )
+            } ${get("$t3")})
+              (v128.and ${
+              narrow(
+                `(f64x2.lt ${get("$r1")} ${d2(-0.5)})`,
+                `(f64x2.lt ${get("$r2")} ${d2(-0.5)})`,
+              )
+            } (f32x4.neg ${get("$t3")})))`,
+          ),
+        ]),
+    ),
+    // o = fround(keep·x + λ·o) in f64 (the STE blend of src/core/ste.ts).
+    mapKernel(
+      "blend_f64",
+      "(param $x i32) (param $o i32) (param $keep f64) (param $lambda f64)",
+      lines([
+        set("$t2", "(f64x2.splat (local.get $keep))"),
+        set("$t3", "(f64x2.splat (local.get $lambda))"),
+      ]),
+      "",
+      (a) =>
+        lines([
+          set("$r0", a.ld("$x")),
+          set("$r1", a.ld("$o")),
+          a.st(
+            "$o",
+            demote2(
+              `(f64x2.add (f64x2.mul ${get("$t2")} ${
+                promoteLo(get("$r0"))
+              }) (f64x2.mul ${get("$t3")} ${promoteLo(get("$r1"))}))`,
+              `(f64x2.add (f64x2.mul ${get("$t2")} ${
+                promoteHi("$r0")
+              }) (f64x2.mul ${get("$t3")} ${promoteHi("$r1")}))`,
+            ),
+          ),
+        ]),
+    ),
+    adamwKernel(),
+    actQuantKernel(),
+  ]);
+}
+
+/**
+ * AdamW in PyTorch's order, every intermediate in f64 and every stored value
+ * rounded to f32 where `adamwStep` stores it: `g ← fround(g·clip)` (only with
+ * `doClip`), `p ← fround(p·decay)`, `m ← fround(β1·m + (1−β1)·g)`,
+ * `v ← fround(β2·v + ((1−β2)·g)·g)`, `p ← fround(p − (η·m) / (√v / c2 + ε))`.
+ */
+function adamwKernel(): string {
+  const both = (f: (p: (l: string) => string) => string) =>
+    demote2(f((l) => promoteLo(get(l))), f((l) => promoteHi(l)));
+  // The f64 parameters, each splat once into a local `$S<name>`.
+  const scalars = [
+    "clip",
+    "decay",
+    "b1",
+    "ob1",
+    "b2",
+    "ob2",
+    "stepSize",
+    "c2",
+    "eps",
+  ];
+  const S = (n: string) => get(`$S${n.slice(1)}`);
+  return mapKernel(
+    "adamw_f64",
+    `(param $p i32) (param $g i32) (param $m i32) (param $v i32)
+     (param $clip f64) (param $doClip i32) (param $decay f64) (param $b1 f64) (param $ob1 f64)
+     (param $b2 f64) (param $ob2 f64) (param $stepSize f64) (param $c2 f64) (param $eps f64)`,
+    scalars.map((n) => set(`$S${n}`, `(f64x2.splat (local.get $${n}))`))
+      .join("\n"),
+    locals(scalars.map((n) => `$S${n}`), "v128"),
+    (a) =>
+      lines([
+        set("$r0", a.ld("$g")),
+        `(if (local.get $doClip) (then
+          ${set("$r0", both((h) => `(f64x2.mul ${h("$r0")} ${S("$clip")})`))}
+          ${a.st("$g", get("$r0"))}))`,
+        set("$t0", a.ld("$p")),
+        set("$t0", both((h) => `(f64x2.mul ${h("$t0")} ${S("$decay")})`)),
+        set("$t1", a.ld("$m")),
+        set(
+          "$t1",
+          both((h) =>
+            `(f64x2.add (f64x2.mul ${S("$b1")} ${h("$t1")}) (f64x2.mul ${
+              S("$ob1")
+            } ${h("$r0")}))`
+          ),
+        ),
+        set("$t2", a.ld("$v")),
+        set(
+          "$t2",
+          both((h) =>
+            `(f64x2.add (f64x2.mul ${S("$b2")} ${
+              h("$t2")
+            }) (f64x2.mul (f64x2.mul ${S("$ob2")} ${h("$r0")}) ${h("$r0")}))`
+          ),
+        ),
+        a.st("$m", get("$t1")),
+        a.st("$v", get("$t2")),
+        a.st(
+          "$p",
+          both((h) =>
+            `(f64x2.sub ${h("$t0")} (f64x2.div (f64x2.mul ${S("$stepSize")} ${
+              h("$t1")
+            }) (f64x2.add (f64x2.div (f64x2.sqrt ${h("$t2")}) ${S("$c2")}) ${
+              S("$eps")
+            })))`
+          ),
+        ),
+      ]),
+  );
+}
+
+/**
+ * Per-token int8 fake quantization (λ = 1) of `rows` rows of `cols`: per row
+ * `s = fround(127 / max(max|x|, 1e-5))` in f64, `q = clamp(roundHalfEven(x·s),
+ * −128, 127)` on the exact f64 product, `o = fround(q / s)`. Returns 1 (and
+ * stops) at the first row holding NaN or ±∞, else 0.
+ */
+function actQuantKernel(): string {
+  return `
+(func (export "act_quant") (param $x i32) (param $o i32) (param $rows i32) (param $cols i32) (result i32)
+  ${ROW_LOCALS} ${SCRATCH} (local $r i32) (local $xp i32) (local $op i32) (local $m f32) (local $s f32)
+  ${CONSTS}
+  (block $end (loop $rowsloop
+    (br_if $end (i32.ge_u (local.get $r) (local.get $rows)))
+    (local.set $xp (i32.add (local.get $x) (i32.mul (local.get $r) (i32.shl (local.get $cols) (i32.const 2)))))
+    (local.set $op (i32.add (local.get $o) (i32.mul (local.get $r) (i32.shl (local.get $cols) (i32.const 2)))))
+    ;; absmax by pmax (one instruction; f32x4.max's NaN handling costs ~8 in a
+    ;; dependency chain), NaN flagged apart in $t3; ∞ survives pmax.
+    (local.set $t0 (v128.const i64x2 0 0))
+    (local.set $t3 (v128.const i64x2 0 0))
+    ${
+    rowLoop(get("$cols"), (a) =>
+      lines([
+        set("$r0", a.ld("$xp")),
+        set("$t0", `(f32x4.pmax ${get("$t0")} (f32x4.abs ${get("$r0")}))`),
+        set(
+          "$t3",
+          `(v128.or ${get("$t3")} (f32x4.ne ${get("$r0")} ${get("$r0")}))`,
+        ),
+      ]))
+  }
+    (local.set $m ${hmaxF("$t0")})
+    (if (i32.or (v128.any_true (local.get $t3)) (f32.eq (local.get $m) (f32.const inf)))
+      (then (return (i32.const 1))))
+    (local.set $s (f32.demote_f64 (f64.div (f64.const 127)
+      (f64.max (f64.promote_f32 (local.get $m)) (f64.const 1e-5)))))
+    (local.set $t1 (f64x2.splat (f64.promote_f32 (local.get $s))))
+    (local.set $t2 (f32x4.splat (local.get $s)))
+    ${
+    rowLoop(get("$cols"), (a) =>
+      lines([
+        set("$r0", a.ld("$xp")),
+        set(
+          "$r1",
+          `(f64x2.pmax (f64x2.pmin (f64x2.nearest (f64x2.mul ${
+            promoteLo(get("$r0"))
+          } ${get("$t1")})) ${d2(127)}) ${d2(-128)})`,
+        ),
+        set(
+          "$r2",
+          `(f64x2.pmax (f64x2.pmin (f64x2.nearest (f64x2.mul ${
+            promoteHi("$r0")
+          } ${get("$t1")})) ${d2(127)}) ${d2(-128)})`,
+        ),
+        a.st(
+          "$op",
+          `(f32x4.div ${demote2(get("$r1"), get("$r2"))} ${get("$t2")})`,
+        ),
+      ]))
+  }
+    (local.set $r (i32.add (local.get $r) (i32.const 1)))
+    (br $rowsloop)))
+  (i32.const 0))`;
+}
+
+/** `local = base + r · len · 4` (the byte address of row r). */
+const rowAddr = (local: string, base: string, r: string, len: string) =>
+  set(
+    local,
+    `(i32.add ${get(base)} (i32.mul ${get(r)} (i32.shl ${
+      get(len)
+    } (i32.const 2))))`,
+  );
+
+/** A loop over rows `$r` in `[0, rows)`. */
+const forRows = (rows: string, body: string): string => `
+  (local.set $r (i32.const 0))
+  (block $rend (loop $rloop
+    (br_if $rend (i32.ge_u (local.get $r) ${rows}))
+    ${body}
+    (local.set $r (i32.add (local.get $r) (i32.const 1)))
+    (br $rloop)))`;
+
+/** RMSNorm forward and backward (f32 SIMD; the per-row scalars in f64). */
+function normKernels(v: WasmVariant): string {
+  const fwd = `
+(func (export "rmsnorm_fwd") (param $x i32) (param $g i32) (param $o i32) (param $rstd i32)
+  (param $rows i32) (param $dim i32) (param $eps f64)
+  ${ROW_LOCALS} ${SCRATCH} (local $r i32) (local $xp i32) (local $op i32) (local $rs f64)
+  ${CONSTS}
+  ${
+    forRows(
+      get("$rows"),
+      lines([
+        rowAddr("$xp", "$x", "$r", "$dim"),
+        rowAddr("$op", "$o", "$r", "$dim"),
+        set("$t0", "(v128.const i64x2 0 0)"),
+        rowLoop(get("$dim"), (a) =>
+          lines([
+            set("$r0", a.red(a.ld("$xp"))),
+            set("$t0", madd(v, get("$r0"), get("$r0"), get("$t0"))),
+          ])),
+        set(
+          "$rs",
+          `(f64.div (f64.const 1) (f64.sqrt (f64.add (f64.div (f64.promote_f32 ${
+            hsumF("$t0")
+          }) (f64.convert_i32_u (local.get $dim))) (local.get $eps))))`,
+        ),
+        `(f32.store (i32.add (local.get $rstd) (i32.shl (local.get $r) (i32.const 2))) (f32.demote_f64 (local.get $rs)))`,
+        set("$t1", "(f32x4.splat (f32.demote_f64 (local.get $rs)))"),
+        rowLoop(get("$dim"), (a) =>
+          a.st(
+            "$op",
+            `(f32x4.mul (f32x4.mul ${a.ld("$xp")} ${get("$t1")}) ${
+              a.ld("$g")
+            })`,
+          )),
+      ]),
+    )
+  })`;
+  const bwd = `
+(func (export "rmsnorm_bwd") (param $dy i32) (param $x i32) (param $g i32) (param $rstd i32)
+  (param $dx i32) (param $dg i32) (param $rows i32) (param $dim i32) (param $acc i32)
+  ${ROW_LOCALS} ${SCRATCH} (local $r i32) (local $xp i32) (local $dyp i32) (local $dxp i32)
+  (local $rs f64) (local $c f64)
+  ${CONSTS}
+  ${
+    forRows(
+      get("$rows"),
+      lines([
+        rowAddr("$xp", "$x", "$r", "$dim"),
+        rowAddr("$dyp", "$dy", "$r", "$dim"),
+        rowAddr("$dxp", "$dx", "$r", "$dim"),
+        set(
+          "$rs",
+          `(f64.promote_f32 (f32.load (i32.add (local.get $rstd) (i32.shl (local.get $r) (i32.const 2)))))`,
+        ),
+        set("$t0", "(v128.const i64x2 0 0)"),
+        rowLoop(get("$dim"), (a) =>
+          set(
+            "$t0",
+            `(f32x4.add ${get("$t0")} ${
+              a.red(
+                `(f32x4.mul (f32x4.mul ${a.ld("$dyp")} ${a.ld("$g")}) ${
+                  a.ld("$xp")
+                })`,
+              )
+            })`,
+          )),
+        // c = r³ · Σ dy·g·x / dim
+        set(
+          "$c",
+          `(f64.div (f64.mul (f64.mul (f64.mul (local.get $rs) (local.get $rs)) (local.get $rs))
+        (f64.promote_f32 ${
+            hsumF("$t0")
+          })) (f64.convert_i32_u (local.get $dim)))`,
+        ),
+        set("$t1", "(f32x4.splat (f32.demote_f64 (local.get $rs)))"),
+        set("$t2", "(f32x4.splat (f32.demote_f64 (local.get $c)))"),
+        rowLoop(get("$dim"), (a) =>
+          lines([
+            set("$r0", a.ld("$dyp")),
+            set("$r1", a.ld("$xp")),
+            a.st(
+              "$dg",
+              madd(
+                v,
+                `(f32x4.mul ${get("$r0")} ${get("$r1")})`,
+                get("$t1"),
+                a.ld("$dg"),
+              ),
+            ),
+            a.st(
+              "$dxp",
+              `(f32x4.add ${prev(a, "$dxp")} (f32x4.sub (f32x4.mul (f32x4.mul ${
+                get("$t1")
+              } ${a.ld("$g")}) ${get("$r0")}) (f32x4.mul ${get("$t2")} ${
+                get("$r1")
+              })))`,
+            ),
+          ])),
+      ]),
+    )
+  })`;
+  return lines([fwd, bwd]);
+}
+
+/** Softmax kernels: one row of the cross-entropy, and the causal rows of attention. */
+function softmaxKernels(v: WasmVariant): string {
+  // p = e^(x − max) / Σ; stats (f64) = [max, Σ e^(x − max), Σ x].
+  const row = `
+(func (export "softmax_row") (param $x i32) (param $p i32) (param $n i32) (param $stats i32)
+  ${ROW_LOCALS} ${SCRATCH} (local $m f32) (local $sum f64)
+  ${CONSTS}
+  (local.set $t0 ${f4(-Infinity)})
+  ${
+    rowLoop(get("$n"), (a) =>
+      lines([
+        set("$r0", a.ld("$x")),
+        set("$t0", `(f32x4.pmax ${get("$t0")} ${get("$r0")})`),
+        set("$r0", a.red(get("$r0"))),
+        set("$t1", `(f64x2.add ${get("$t1")} ${promoteLo(get("$r0"))})`),
+        set("$t2", `(f64x2.add ${get("$t2")} ${promoteHi("$r0")})`),
+      ]))
+  }
+  (local.set $m ${hmaxF("$t0")})
+  (f64.store offset=16 (local.get $stats) (f64.add ${hsumD("$t1")} ${
+    hsumD("$t2")
+  }))
+  (local.set $t3 (f32x4.splat (local.get $m)))
+  (local.set $t1 (v128.const i64x2 0 0))
+  (local.set $t2 (v128.const i64x2 0 0))
+  ${
+    rowLoop(get("$n"), (a) =>
+      lines([
+        expF32x4(v, "$r1", `(f32x4.sub ${a.ld("$x")} ${get("$t3")})`),
+        a.st("$p", get("$r1")),
+        set("$r1", a.red(get("$r1"))),
+        set("$t1", `(f64x2.add ${get("$t1")} ${promoteLo(get("$r1"))})`),
+        set("$t2", `(f64x2.add ${get("$t2")} ${promoteHi("$r1")})`),
+      ]))
+  }
+  (local.set $sum (f64.add ${hsumD("$t1")} ${hsumD("$t2")}))
+  (local.set $t3 (f32x4.splat (f32.demote_f64 (f64.div (f64.const 1) (local.get $sum)))))
+  ${
+    rowLoop(get("$n"), (a) =>
+      a.st("$p", `(f32x4.mul ${a.ld("$p")} ${get("$t3")})`))
+  }
+  (f64.store (local.get $stats) (f64.promote_f32 (local.get $m)))
+  (f64.store offset=8 (local.get $stats) (local.get $sum)))`;
+  // Row r of [rows, T] is query position t = r mod T: p_u = softmax_u(scale·s_u) for u ≤ t, 0 after.
+  const causal = `
+(func (export "softmax_causal") (param $s i32) (param $rows i32) (param $T i32) (param $scale f32)
+  ${ROW_LOCALS} ${SCRATCH} (local $r i32) (local $sp i32) (local $len i32)
+  ${CONSTS}
+  (local.set $t3 (f32x4.splat (local.get $scale)))
+  ${
+    forRows(
+      get("$rows"),
+      lines([
+        rowAddr("$sp", "$s", "$r", "$T"),
+        set(
+          "$len",
+          "(i32.add (i32.rem_u (local.get $r) (local.get $T)) (i32.const 1))",
+        ),
+        set("$t0", f4(-Infinity)),
+        rowLoop(get("$len"), (a) =>
+          set(
+            "$t0",
+            `(f32x4.pmax ${get("$t0")} (f32x4.mul ${a.ld("$sp")} ${
+              get("$t3")
+            }))`,
+          )),
+        set("$t2", `(f32x4.splat ${hmaxF("$t0")})`),
+        set("$t1", "(v128.const i64x2 0 0)"),
+        rowLoop(get("$len"), (a) =>
+          lines([
+            expF32x4(
+              v,
+              "$r1",
+              `(f32x4.sub (f32x4.mul ${a.ld("$sp")} ${get("$t3")}) ${
+                get("$t2")
+              })`,
+            ),
+            a.st("$sp", get("$r1")),
+            set("$t1", `(f32x4.add ${get("$t1")} ${a.red(get("$r1"))})`),
+          ])),
+        set("$t2", `(f32x4.splat (f32.div (f32.const 1) ${hsumF("$t1")}))`),
+        rowLoop(
+          get("$len"),
+          (a) => a.st("$sp", `(f32x4.mul ${a.ld("$sp")} ${get("$t2")})`),
+        ),
+        `(memory.fill (i32.add (local.get $sp) (i32.shl (local.get $len) (i32.const 2))) (i32.const 0)
+      (i32.shl (i32.sub (local.get $T) (local.get $len)) (i32.const 2)))`,
+      ]),
+    )
+  })`;
+  // Row r is position t = r mod T: dS_u = P_u·(dP_u − Σ_{u'≤t} P_u'·dP_u')·scale
+  // for u ≤ t and 0 after, in place of dP (whose entries past t are never read).
+  const causalBwd = `
+(func (export "softmax_bwd") (param $p i32) (param $dp i32) (param $rows i32) (param $T i32) (param $scale f32)
+  ${ROW_LOCALS} ${SCRATCH} (local $r i32) (local $pp i32) (local $dpp i32) (local $len i32)
+  ${CONSTS}
+  (local.set $t3 (f32x4.splat (local.get $scale)))
+  ${
+    forRows(
+      get("$rows"),
+      lines([
+        rowAddr("$pp", "$p", "$r", "$T"),
+        rowAddr("$dpp", "$dp", "$r", "$T"),
+        set(
+          "$len",
+          "(i32.add (i32.rem_u (local.get $r) (local.get $T)) (i32.const 1))",
+        ),
+        set("$t0", "(v128.const i64x2 0 0)"),
+        rowLoop(get("$len"), (a) =>
+          set(
+            "$t0",
+            `(f32x4.add ${get("$t0")} ${
+              a.red(`(f32x4.mul ${a.ld("$pp")} ${a.ld("$dpp")})`)
+            })`,
+          )),
+        set("$t2", `(f32x4.splat ${hsumF("$t0")})`),
+        rowLoop(get("$len"), (a) =>
+          a.st(
+            "$dpp",
+            `(f32x4.mul (f32x4.mul ${a.ld("$pp")} (f32x4.sub ${a.ld("$dpp")} ${
+              get("$t2")
+            })) ${get("$t3")})`,
+          )),
+        `(memory.fill (i32.add (local.get $dpp) (i32.shl (local.get $len) (i32.const 2))) (i32.const 0)
+      (i32.shl (i32.sub (local.get $T) (local.get $len)) (i32.const 2)))`,
+      ]),
+    )
+  })`;
+  return lines([row, causal, causalBwd]);
+}
+
+/**
+ * RoPE with per-position tables C, S of `hd` entries (S signed: the rotation
+ * is `y_j = x_j·C_j + x_partner(j)·S_j`; backward passes −S). `neox`: partner
+ * of j is j ± hd/2; else j xor 1. `acc`: add into o instead of storing.
+ */
+function ropeKernel(v: WasmVariant): string {
+  const out = (a: Access, o: string, y: string) =>
+    a.st(
+      o,
+      `(select (result v128) (f32x4.add ${y} ${
+        a.ld(o)
+      }) ${y} (local.get $acc))`,
+    );
+  // In the vector pass the partners of four interleaved elements are a lane swap.
+  const partner = (a: Access, base: string) =>
+    a === VEC
+      ? `(i8x16.shuffle 4 5 6 7 0 1 2 3 12 13 14 15 8 9 10 11 ${a.ld(base)} ${
+        a.ld(base)
+      })`
+      : `(v128.load32_splat (i32.add ${get(base)} (i32.xor ${
+        get("$j")
+      } (i32.const 4))))`;
+  return `
+(func (export "rope") (param $x i32) (param $o i32) (param $rows i32) (param $T i32)
+  (param $heads i32) (param $hd i32) (param $cos i32) (param $sin i32) (param $neox i32) (param $acc i32)
+  ${ROW_LOCALS} ${SCRATCH} (local $r i32) (local $h i32) (local $half i32)
+  (local $xp i32) (local $op i32) (local $cp i32) (local $sp i32)
+  (local $xp2 i32) (local $op2 i32) (local $cp2 i32) (local $sp2 i32)
+  ${CONSTS}
+  (local.set $half (i32.shr_u (local.get $hd) (i32.const 1)))
+  ${
+    forRows(
+      get("$rows"),
+      lines([
+        set(
+          "$cp",
+          `(i32.add (local.get $cos) (i32.mul (i32.rem_u (local.get $r) (local.get $T)) (i32.shl (local.get $hd) (i32.const 2))))`,
+        ),
+        set(
+          "$sp",
+          `(i32.add (local.get $sin) (i32.mul (i32.rem_u (local.get $r) (local.get $T)) (i32.shl (local.get $hd) (i32.const 2))))`,
+        ),
+        set(
+          "$cp2",
+          `(i32.add (local.get $cp) (i32.shl (local.get $half) (i32.const 2)))`,
+        ),
+        set(
+          "$sp2",
+          `(i32.add (local.get $sp) (i32.shl (local.get $half) (i32.const 2)))`,
+        ),
+        set("$h", i32c(0)),
+        `(block $hend (loop $hloop
+      (br_if $hend (i32.ge_u (local.get $h) (local.get $heads)))
+      ${
+          set(
+            "$xp",
+            `(i32.add (local.get $x) (i32.shl (i32.mul (i32.add (i32.mul (local.get $r) (local.get $heads)) (local.get $h)) (local.get $hd)) (i32.const 2)))`,
+          )
+        }
+      ${
+          set(
+            "$op",
+            `(i32.add (local.get $o) (i32.sub (local.get $xp) (local.get $x)))`,
+          )
+        }
+      ${
+          set(
+            "$xp2",
+            `(i32.add (local.get $xp) (i32.shl (local.get $half) (i32.const 2)))`,
+          )
+        }
+      ${
+          set(
+            "$op2",
+            `(i32.add (local.get $op) (i32.shl (local.get $half) (i32.const 2)))`,
+          )
+        }
+      (if (local.get $neox)
+        (then
+          ${
+          rowLoop(get("$half"), (a) =>
+            lines([
+              set("$r0", a.ld("$xp")),
+              set("$r1", a.ld("$xp2")),
+              set(
+                "$r2",
+                madd(
+                  v,
+                  get("$r1"),
+                  a.ld("$sp"),
+                  `(f32x4.mul ${get("$r0")} ${a.ld("$cp")})`,
+                ),
+              ),
+              set(
+                "$t0",
+                madd(
+                  v,
+                  get("$r0"),
+                  a.ld("$sp2"),
+                  `(f32x4.mul ${get("$r1")} ${a.ld("$cp2")})`,
+                ),
+              ),
+              out(a, "$op", get("$r2")),
+              out(a, "$op2", get("$t0")),
+            ]))
+        })
+        (else
+          ${
+          rowLoop(get("$hd"), (a) =>
+            lines([
+              set(
+                "$r0",
+                madd(
+                  v,
+                  partner(a, "$xp"),
+                  a.ld("$sp"),
+                  `(f32x4.mul ${a.ld("$xp")} ${a.ld("$cp")})`,
+                ),
+              ),
+              out(a, "$op", get("$r0")),
+            ]))
+        }))
+      (local.set $h (i32.add (local.get $h) (i32.const 1)))
+      (br $hloop)))`,
+      ]),
+    )
+  })`;
+}
+
+/** Embedding gather and scatter-add of rows picked by i32 ids (ids checked by the caller). */
+const embeddingKernels = `
+(func (export "gather_rows") (param $table i32) (param $ids i32) (param $o i32) (param $n i32) (param $dim i32)
+  (local $r i32) (local $bytes i32)
+  (local.set $bytes (i32.shl (local.get $dim) (i32.const 2)))
+  ${
+  forRows(
+    get("$n"),
+    `(memory.copy
+      (i32.add (local.get $o) (i32.mul (local.get $r) (local.get $bytes)))
+      (i32.add (local.get $table) (i32.mul (i32.load (i32.add (local.get $ids) (i32.shl (local.get $r) (i32.const 2)))) (local.get $bytes)))
+      (local.get $bytes))`,
+  )
+})
+(func (export "scatter_add_rows") (param $dy i32) (param $ids i32) (param $dt i32) (param $n i32) (param $dim i32)
+  ${ROW_LOCALS} ${SCRATCH} (local $r i32) (local $dyp i32) (local $tp i32)
+  ${CONSTS}
+  ${
+  forRows(
+    get("$n"),
+    lines([
+      rowAddr("$dyp", "$dy", "$r", "$dim"),
+      set(
+        "$tp",
+        `(i32.add (local.get $dt) (i32.mul (i32.load (i32.add (local.get $ids) (i32.shl (local.get $r) (i32.const 2)))) (i32.shl (local.get $dim) (i32.const 2))))`,
+      ),
+      rowLoop(
+        get("$dim"),
+        (a) => a.st("$tp", `(f32x4.add ${a.ld("$tp")} ${a.ld("$dyp")})`),
+      ),
+    ]),
+  )
+})
+(func (export "zero_bytes") (param $p i32) (param $bytes i32)
+  (memory.fill (local.get $p) (i32.const 0) (local.get $bytes)))`;
+
+/** Every kernel of this section, constants hoisted function by function. */
+function trainingKernels(v: WasmVariant): string {
+  return lines([
+    elementwiseKernels(v),
+    f64Kernels(v),
+    normKernels(v),
+    softmaxKernels(v),
+    ropeKernel(v),
+    embeddingKernels,
+  ]).split(/(?=\n\(func )/).map(hoistConsts).join("");
+}
+
 /** Tile shapes of the ternary kernel, in table order: (R, T) then (1, T). */
 const ternaryTiles = (): [number, number][] => [
   ...[1, 2, 3, 4].map((t): [number, number] => [ternaryRows(t), t]),
@@ -835,6 +1926,7 @@ ${ternaryMatmul}
 ${quantize(variant)}
 ${packTernary(variant)}
 ${fmaProbe(variant)}
+${trainingKernels(variant)}
 )
 `;
 }

@@ -655,3 +655,73 @@ Deno.test("kernels reject bad arguments with the argument's name", async () => {
   assert.ok(Number.isFinite(K.fmaProbe(10)));
   K.free(p);
 });
+
+// ------------------------------------------------ training kernels (raw)
+
+for (const v of VARIANTS) {
+  Deno.test(`training (${v}): e^x of softmax_row within 1e-6 of f64, 0 below −87.34, NaN kept`, async () => {
+    const K = await kernelsOf(v);
+    const T = K.training;
+    const x = K.alloc(8), p = K.alloc(8), st = K.alloc(24);
+    const xs = K.f32(x, 2), ps = K.f32(p, 2);
+    const stats = new Float64Array(K.memory.buffer, st, 3);
+    // Rows [x, 0]: p0 = e^x / (1 + e^x), through the tail path (2 elements).
+    for (let i = 0; i <= 4000; i++) {
+      const e = Math.fround(-87.3 * i / 4000);
+      xs.set([e, 0]);
+      T.softmax_row(x, p, 2, st);
+      const want = Math.exp(e) / (1 + Math.exp(e));
+      assert.ok(
+        Math.abs(ps[0] - want) <= 1e-6 * want + 1e-45,
+        `x = ${e}: ${ps[0]} vs ${want}`,
+      );
+      assert.ok(stats[0] === 0 && stats[2] === e, "max and Σ x");
+      assert.ok(Math.abs(stats[1] - (1 + Math.exp(e))) <= 1e-6);
+    }
+    xs.set([-88, 0]);
+    T.softmax_row(x, p, 2, st);
+    assert.deepEqual([...ps], [0, 1]);
+    xs.set([NaN, 0]);
+    T.softmax_row(x, p, 2, st);
+    assert.ok(Number.isNaN(ps[0]) && Number.isNaN(ps[1]));
+    for (const q of [x, p, st]) K.free(q);
+  });
+
+  Deno.test(`training (${v}): act_quant flags NaN and ±∞ at every position`, async () => {
+    const K = await kernelsOf(v);
+    const cols = 7; // a vector of 4 and a scalar tail of 3
+    const x = K.alloc(4 * 2 * cols), o = K.alloc(4 * 2 * cols);
+    const xs = K.f32(x, 2 * cols);
+    for (const bad of [NaN, Infinity, -Infinity]) {
+      for (let i = 0; i < 2 * cols; i++) {
+        xs.fill(0.5);
+        xs[i] = bad;
+        assert.equal(K.training.act_quant(x, o, 2, cols), 1, `${bad} at ${i}`);
+      }
+    }
+    const big = Math.fround(-3.4e38); // finite, near the f32 limit
+    xs.fill(big);
+    assert.equal(K.training.act_quant(x, o, 2, cols), 0);
+    assert.ok(K.f32(o, 2 * cols).every((q) => Math.abs(q / big - 1) < 1e-7));
+    K.free(x);
+    K.free(o);
+  });
+
+  Deno.test(`training (${v}): fill and zero leave the neighbours intact`, async () => {
+    const K = await kernelsOf(v);
+    fc.assert(fc.property(fc.nat(40), fc.nat(3), (n, off) => {
+      const p = K.alloc(4 * (n + 8));
+      const all = K.f32(p, n + 8);
+      all.fill(7);
+      K.training.fill_f32(p + 4 * off, -1.5, n);
+      for (let i = 0; i < n + 8; i++) {
+        assert.equal(all[i], i >= off && i < off + n ? -1.5 : 7);
+      }
+      K.training.zero_bytes(p + 4 * off, 4 * n);
+      for (let i = 0; i < n + 8; i++) {
+        assert.equal(all[i], i >= off && i < off + n ? 0 : 7);
+      }
+      K.free(p);
+    }));
+  });
+}

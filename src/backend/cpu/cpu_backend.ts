@@ -1,7 +1,20 @@
 /**
- * The CPU {@link Backend}: tensors live in the WebAssembly kernels' memory, so
- * the matmuls run there with no copies, and the cheap element-wise and per-row
- * work runs in TypeScript on views of the same memory (the reference ops).
+ * The CPU {@link Backend}: tensors live in the WebAssembly kernels' memory and
+ * every kernel runs there, single-threaded — matmuls on packed panels,
+ * attention as strided matmuls per (sequence, head), and the element-wise and
+ * per-row work (norms, RoPE, activations, softmax cross-entropy, quantizers,
+ * AdamW) as SIMD passes over the tensors in place. Nothing allocates per call
+ * but the attention backward's `[T, T]` scratch (and RoPE's cached tables).
+ *
+ * Zeros are written lazily: {@link CpuBackend.zeros} only marks a tensor, and
+ * the zeros are stored when something reads it (a kernel input, an
+ * accumulation, the `data` view). A kernel that overwrites it skips them, and
+ * one that would add into it overwrites instead, so most outputs and many
+ * gradients of a step are never zero-filled (~700 MB per ref-4m step before).
+ *
+ * Numerics: the quantizers, AdamW and the sums of squares compute in f64 and
+ * match the TypeScript reference bit for bit; the smooth ops compute in f32
+ * (a few ulp from the f64 reference), with `e^x` from a ≈ 1 ulp polynomial.
  *
  * The memory is shared (a growable `SharedArrayBuffer`), so views made before
  * the memory grows stay valid.
@@ -16,67 +29,131 @@ import type {
   MatmulOptions,
   Tensor,
 } from "../backend.ts";
+import type {
+  AttentionShape,
+  CrossEntropyShape,
+  EmbeddingShape,
+  NormShape,
+  RopeShape,
+  WeightQuantMode,
+} from "../reference/mod.ts";
+import { fakeQuantizeWeights, QUANT_EPS } from "../../core/quantize.ts";
 import {
-  adamwStep,
+  type TrainingKernels,
+  WasmKernels,
+  type WasmVariant,
+} from "../wasm/wasm_kernels.ts";
+import {
   attentionBackward,
   attentionForward,
-  type AttentionShape,
-  crossEntropyBackward,
-  crossEntropyForward,
-  type CrossEntropyShape,
-  embeddingBackward,
-  layernormBackward,
-  layernormForward,
-  type EmbeddingShape,
-  mulBackward,
-  type NormShape,
-  relu2Backward,
-  relu2Forward,
-  rmsnormBackward,
-  rmsnormForward,
-  ropeBackward,
-  ropeForward,
-  type RopeShape,
-  siluBackward,
-  siluForward,
-  type WeightQuantMode,
-} from "../reference/mod.ts";
-import {
-  fakeQuantizeActivations,
-  fakeQuantizeWeights,
-} from "../../core/quantize.ts";
-import { steBlend } from "../../core/ste.ts";
-import { WasmKernels } from "../wasm/wasm_kernels.ts";
+  checkAttentionShape,
+  checkRopeShape,
+  RopeTableCache,
+} from "./cpu_attention.ts";
 
 /** A tensor of the CPU backend: a block of the WASM memory and a view of it. */
 export interface CpuTensor extends Tensor {
   /** Byte offset in the kernels' memory. */
   readonly ptr: number;
-  /** View of the elements (f32 values, or i32 ids). */
+  /** View of the elements (f32 values, or i32 ids); reading it stores pending zeros. */
   readonly data: Float32Array | Int32Array;
 }
 
-function cpu(t: Tensor): CpuTensor {
-  if (!("ptr" in t)) {
+/** A tensor whose zeros may still be pending (see the module documentation). */
+class Block implements CpuTensor {
+  readonly dtype: "f32" | "i32";
+  readonly size: number;
+  readonly ptr: number;
+  /** The zeros promised by `zeros` are not yet in memory. */
+  lazyZero: boolean;
+  readonly #view: Float32Array | Int32Array;
+  readonly #zero: (ptr: number, bytes: number) => void;
+
+  constructor(
+    dtype: "f32" | "i32",
+    size: number,
+    ptr: number,
+    view: Float32Array | Int32Array,
+    lazyZero: boolean,
+    zero: (ptr: number, bytes: number) => void,
+  ) {
+    this.dtype = dtype;
+    this.size = size;
+    this.ptr = ptr;
+    this.#view = view;
+    this.lazyZero = lazyZero;
+    this.#zero = zero;
+  }
+
+  get data(): Float32Array | Int32Array {
+    this.settle();
+    return this.#view;
+  }
+
+  /** Stores pending zeros, before anything reads the memory. */
+  settle(): void {
+    if (this.lazyZero) {
+      this.#zero(this.ptr, 4 * this.size);
+      this.lazyZero = false;
+    }
+  }
+}
+
+function cpu(t: Tensor): Block {
+  if (!(t instanceof Block)) {
     throw new TypeError("tensor belongs to another backend");
   }
-  return t as CpuTensor;
+  return t;
 }
 
-function f32(t: Tensor): Float32Array {
-  const d = cpu(t).data;
-  if (!(d instanceof Float32Array)) {
-    throw new TypeError("expected an f32 tensor, got i32");
+function checked(name: string, t: Tensor, dtype: "f32" | "i32", n?: number) {
+  const b = cpu(t);
+  if (b.dtype !== dtype) {
+    throw new TypeError(`${name}: expected an ${dtype} tensor, got ${b.dtype}`);
   }
-  return d;
+  if (n !== undefined && b.size !== n) {
+    throw new RangeError(`${name} must have ${n} elements, got ${b.size}`);
+  }
+  return b;
 }
 
-function i32(t: Tensor): Int32Array {
-  const d = cpu(t).data;
-  if (!(d instanceof Int32Array)) {
-    throw new TypeError("expected an i32 tensor, got f32");
-  }
-  return d;
+/** The pointer of an f32 input of `n` elements (its pending zeros stored). */
+function rd(name: string, t: Tensor, n: number): number {
+  const b = checked(name, t, "f32", n);
+  b.settle();
+  return b.ptr;
+}
+
+/**
+ * The pointer of an f32 output of `n` elements that the kernel overwrites
+ * entirely (pending zeros dropped). Call after the inputs' {@link rd}: an
+ * output that is also an input must be settled first.
+ */
+function wr(name: string, t: Tensor, n: number): number {
+  const b = checked(name, t, "f32", n);
+  b.lazyZero = false;
+  return b.ptr;
+}
+
+/**
+ * The accumulate flag for an f32 output of `n` elements that the kernel adds
+ * into everywhere: 0 (overwrite; its zeros were never stored) or 1.
+ */
+function acc(name: string, t: Tensor, n: number): number {
+  const b = checked(name, t, "f32", n);
+  const lazy = b.lazyZero;
+  b.lazyZero = false;
+  return lazy ? 0 : 1;
+}
+
+/** The settled view of an f32 tensor. */
+function f32(name: string, t: Tensor): Float32Array {
+  return checked(name, t, "f32").data as Float32Array;
+}
+
+/** The settled view of an i32 tensor. */
+function i32(name: string, t: Tensor): Int32Array {
+  return checked(name, t, "i32").data as Int32Array;
 }
 
 function sameSize(name: string, a: Tensor, b: Tensor): void {
@@ -84,6 +161,67 @@ function sameSize(name: string, a: Tensor, b: Tensor): void {
     throw new RangeError(`${name}: sizes differ (${a.size} vs ${b.size})`);
   }
 }
+
+function checkDim(name: string, v: number): void {
+  if (!Number.isInteger(v) || v <= 0) {
+    throw new RangeError(`${name} must be a positive integer, got ${v}`);
+  }
+}
+
+function checkNorm(shape: NormShape): void {
+  checkDim("shape.rows", shape.rows);
+  checkDim("shape.dim", shape.dim);
+  if (!(shape.eps >= 0)) {
+    throw new RangeError(`shape.eps must be ≥ 0, got ${shape.eps}`);
+  }
+}
+
+function checkLambda(lambda: number): void {
+  if (!(lambda >= 0 && lambda <= 1)) {
+    throw new RangeError(`lambda must be in [0, 1], got ${lambda}`);
+  }
+}
+
+function checkIds(ids: Int32Array, vocab: number): void {
+  for (let i = 0; i < ids.length; i++) {
+    const row = ids[i];
+    if (!(row >= 0 && row < vocab)) {
+      throw new RangeError(`ids[${i}] = ${row} is not in [0, ${vocab})`);
+    }
+  }
+}
+
+/** Label smoothing, ignore index and the count of targets that are not ignored. */
+function checkTargets(
+  shape: CrossEntropyShape,
+  t: Int32Array,
+): { eps: number; ignore: number; count: number } {
+  const { rows, vocab } = shape;
+  checkDim("shape.rows", rows);
+  checkDim("shape.vocab", vocab);
+  const eps = shape.labelSmoothing ?? 0;
+  if (!(eps >= 0 && eps <= 1)) {
+    throw new RangeError(`shape.labelSmoothing must lie in [0, 1], got ${eps}`);
+  }
+  const ignore = shape.ignoreIndex ?? -1;
+  if (t.length !== rows) {
+    throw new RangeError(`targets must have ${rows} elements, got ${t.length}`);
+  }
+  let count = 0;
+  for (let r = 0; r < rows; r++) {
+    const y = t[r];
+    if (y === ignore) continue;
+    if (!(y >= 0 && y < vocab)) {
+      throw new RangeError(
+        `targets[${r}] must be ${ignore} (ignored) or an integer in [0, ${vocab}), got ${y}`,
+      );
+    }
+    count++;
+  }
+  return { eps, ignore, count };
+}
+
+const NON_FINITE = "holds a non-finite value (NaN or ±Infinity)";
 
 /** The CPU backend over one {@link WasmKernels} instance. */
 export class CpuBackend implements Backend {
@@ -93,50 +231,83 @@ export class CpuBackend implements Backend {
   readonly description: string;
   /** The WASM kernels (and the memory every tensor lives in). */
   readonly kernels: WasmKernels;
+  readonly #k: TrainingKernels;
+  readonly #rope: RopeTableCache;
+  /** Three f64 of `softmax_row` statistics. */
+  readonly #stats: Float64Array;
+  readonly #statsPtr: number;
+  readonly #zero: (ptr: number, bytes: number) => void;
 
   private constructor(kernels: WasmKernels) {
     this.kernels = kernels;
     this.description = `cpu (wasm ${kernels.variant} simd)`;
+    const k = kernels.training;
+    this.#k = k;
+    this.#zero = (ptr, bytes) => k.zero_bytes(ptr, bytes);
+    this.#rope = new RopeTableCache(kernels);
+    this.#statsPtr = kernels.alloc(24);
+    this.#stats = new Float64Array(kernels.memory.buffer, this.#statsPtr, 3);
   }
 
-  /** Instantiates the WASM kernels and returns a backend over them. */
-  static async create(): Promise<CpuBackend> {
-    return new CpuBackend(await WasmKernels.create({ sharedMemory: true }));
+  /**
+   * Instantiates the WASM kernels (`variant` defaults to the best this engine
+   * runs) and returns a backend over them.
+   */
+  static async create(
+    options: { readonly variant?: WasmVariant } = {},
+  ): Promise<CpuBackend> {
+    return new CpuBackend(
+      await WasmKernels.create({
+        variant: options.variant,
+        sharedMemory: true,
+      }),
+    );
   }
 
-  zeros(size: number, dtype: "f32" | "i32" = "f32"): CpuTensor {
+  #alloc(size: number, dtype: "f32" | "i32", lazyZero: boolean): Block {
     if (!Number.isInteger(size) || size < 0) {
       throw new RangeError(`size must be an integer ≥ 0, got ${size}`);
     }
+    if (dtype !== "f32" && dtype !== "i32") {
+      throw new RangeError(`dtype must be "f32" or "i32", got ${dtype}`);
+    }
     const ptr = this.kernels.alloc(size * 4);
     const buf = this.kernels.memory.buffer;
-    const data = dtype === "f32"
+    const view = dtype === "f32"
       ? new Float32Array(buf, ptr, size)
       : new Int32Array(buf, ptr, size);
-    data.fill(0);
-    return { dtype, size, ptr, data };
+    return new Block(dtype, size, ptr, view, lazyZero, this.#zero);
+  }
+
+  zeros(size: number, dtype: "f32" | "i32" = "f32"): CpuTensor {
+    return this.#alloc(size, dtype, true);
   }
 
   upload(data: Float32Array | Int32Array): CpuTensor {
-    const t = this.zeros(
+    const t = this.#alloc(
       data.length,
       data instanceof Int32Array ? "i32" : "f32",
+      false,
     );
     t.data.set(data);
     return t;
   }
 
   write(t: Tensor, data: Float32Array | Int32Array): void {
-    if (data.length !== t.size) {
+    const b = cpu(t);
+    if (data.length !== b.size) {
       throw new RangeError(
-        `write: ${data.length} values for a tensor of ${t.size}`,
+        `write: ${data.length} values for a tensor of ${b.size}`,
       );
     }
-    cpu(t).data.set(data);
+    b.lazyZero = false;
+    b.data.set(data);
   }
 
   read(t: Tensor): Promise<Float32Array> {
-    return Promise.resolve(Float32Array.from(cpu(t).data));
+    const out = new Float32Array(t.size);
+    out.set(cpu(t).data);
+    return Promise.resolve(out);
   }
 
   release(t: Tensor): void {
@@ -144,34 +315,38 @@ export class CpuBackend implements Backend {
   }
 
   fill(t: Tensor, value: number): void {
-    cpu(t).data.fill(value);
+    const b = cpu(t);
+    b.lazyZero = false;
+    if (b.dtype === "i32") b.data.fill(value);
+    else this.#k.fill_f32(b.ptr, value, b.size);
   }
 
   clamp(t: Tensor, limit: number): void {
-    const d = f32(t);
-    for (let i = 0; i < d.length; i++) {
-      d[i] = d[i] > limit ? limit : d[i] < -limit ? -limit : d[i];
-    }
+    // Clamping to fround(limit) in f32 equals comparing with the f64 limit.
+    this.#k.clamp_f32(rd("t", t, t.size), limit, t.size);
   }
 
   add(a: Tensor, b: Tensor, out: Tensor): void {
     sameSize("add", a, b);
     sameSize("add", a, out);
-    const x = f32(a), y = f32(b), o = f32(out);
-    for (let i = 0; i < o.length; i++) o[i] = x[i] + y[i];
+    const n = a.size;
+    const pa = rd("a", a, n), pb = rd("b", b, n);
+    this.#k.add_f32(pa, pb, wr("out", out, n), n);
   }
 
   addScaled(out: Tensor, a: Tensor, s: number): void {
     sameSize("addScaled", a, out);
-    const x = f32(a), o = f32(out);
-    for (let i = 0; i < o.length; i++) o[i] += s * x[i];
+    const n = a.size;
+    const pa = rd("a", a, n);
+    this.#k.axmb_f32(pa, cpu(out).ptr, s, 0, acc("out", out, n), n);
   }
 
   mul(a: Tensor, b: Tensor, out: Tensor): void {
     sameSize("mul", a, b);
     sameSize("mul", a, out);
-    const x = f32(a), y = f32(b), o = f32(out);
-    for (let i = 0; i < o.length; i++) o[i] = x[i] * y[i];
+    const n = a.size;
+    const pa = rd("a", a, n), pb = rd("b", b, n);
+    this.#k.mul_f32(pa, pb, wr("out", out, n), n);
   }
 
   mulBackward(
@@ -181,10 +356,15 @@ export class CpuBackend implements Backend {
     da?: Tensor,
     db?: Tensor,
   ): void {
-    mulBackward(f32(dout), { a: f32(a), b: f32(b) }, {
-      da: da && f32(da),
-      db: db && f32(db),
-    });
+    const n = a.size;
+    const pd = rd("dout", dout, n);
+    const pa = rd("a", a, n), pb = rd("b", b, n);
+    if (da !== undefined) {
+      this.#k.mul_acc_f32(pd, pb, cpu(da).ptr, acc("da", da, n), n);
+    }
+    if (db !== undefined) {
+      this.#k.mul_acc_f32(pd, pa, cpu(db).ptr, acc("db", db, n), n);
+    }
   }
 
   matmul(a: Tensor, b: Tensor, c: Tensor, o: MatmulOptions): void {
@@ -194,38 +374,103 @@ export class CpuBackend implements Backend {
           `matmul: ${name} has ${t.size} elements, needs ${n}`,
         );
       }
+      return checked(name, t, "f32");
     };
-    need("a", a, o.m * o.k);
-    need("b", b, o.k * o.n);
-    need("c", c, o.m * o.n);
+    const ta = need("a", a, o.m * o.k), tb = need("b", b, o.k * o.n);
+    const tc = need("c", c, o.m * o.n);
+    ta.settle();
+    tb.settle();
+    // C += A·B into pending zeros is C = A·B (when it covers all of C).
+    let accumulate = o.accumulate ?? false;
+    if (tc.lazyZero && tc.size === o.m * o.n) {
+      tc.lazyZero = false;
+      accumulate = false;
+    } else tc.settle();
     this.kernels.matmul({
-      a: cpu(a).ptr,
-      b: cpu(b).ptr,
-      c: cpu(c).ptr,
+      a: ta.ptr,
+      b: tb.ptr,
+      c: tc.ptr,
       m: o.m,
       n: o.n,
       k: o.k,
       transA: o.transA,
       transB: o.transB,
-      accumulate: o.accumulate,
+      accumulate,
     });
   }
 
+  /**
+   * `out = w + λ(Q(w) − w)` as `(1 − λ)·w + λ·Q(w)` (`steBlend`). The
+   * absmean ternary path (BitNet's) runs in WASM: `γ = fround(mean|w|)` from
+   * an f64 sum, codes from the f64 quotient `w / (γ + ε)`; the other modes use
+   * `fakeQuantizeWeights` of `src/core/quantize.ts`.
+   */
   fakeQuantWeights(
     w: Tensor,
     out: Tensor,
     mode: WeightQuantMode,
     o: FakeQuantOptions,
   ): void {
-    const q = fakeQuantizeWeights(mode, f32(w), o.rows, o.cols, {
-      dynamicThreshold: o.dynamicThreshold,
-    }, f32(out));
-    steBlend(f32(w), q, o.lambda, q);
+    checkLambda(o.lambda);
+    const n = o.rows * o.cols;
+    if (o.lambda < 1 && cpu(w).ptr === cpu(out).ptr) {
+      // The blend reads w after Q(w) is written: quantize a copy instead.
+      return this.#viaCopy(
+        w,
+        n,
+        (tmp) => this.fakeQuantWeights(tmp, w, mode, o),
+      );
+    }
+    const pw = rd("w", w, n), po = wr("out", out, n);
+    if (mode === "ternary" && !o.dynamicThreshold) {
+      const sum = this.#k.abs_sum_f64(pw, n);
+      if (!Number.isFinite(sum)) {
+        throw new RangeError(`fakeQuantizeWeights: w ${NON_FINITE}`);
+      }
+      const gamma = n === 0 ? 0 : Math.fround(sum / n);
+      this.#k.ternary_fq(pw, po, gamma, gamma + QUANT_EPS, n);
+    } else {
+      fakeQuantizeWeights(mode, f32("w", w), o.rows, o.cols, {
+        dynamicThreshold: o.dynamicThreshold,
+      }, f32("out", out));
+    }
+    // λ = 1 leaves Q(w) as is: (1 − λ)·w + λ·q is q exactly for finite w.
+    if (o.lambda < 1) this.#k.blend_f64(pw, po, 1 - o.lambda, o.lambda, n);
   }
 
+  /**
+   * Per-token int8 fake quantization (`fakeQuantizeActivations` of
+   * `src/core/quantize.ts`, bit for bit) blended by λ as `steBlend`.
+   */
   fakeQuantActivations(x: Tensor, out: Tensor, o: FakeQuantOptions): void {
-    const q = fakeQuantizeActivations(f32(x), o.rows, o.cols, f32(out));
-    steBlend(f32(x), q, o.lambda, q);
+    checkLambda(o.lambda);
+    for (const [name, v] of [["rows", o.rows], ["cols", o.cols]] as const) {
+      if (!Number.isSafeInteger(v) || v < 0) {
+        throw new RangeError(
+          `${name} must be a non-negative integer, got ${v}`,
+        );
+      }
+    }
+    const n = o.rows * o.cols;
+    if (o.lambda < 1 && cpu(x).ptr === cpu(out).ptr) {
+      return this.#viaCopy(x, n, (tmp) => this.fakeQuantActivations(tmp, x, o));
+    }
+    const px = rd("x", x, n), po = wr("out", out, n);
+    if (this.#k.act_quant(px, po, o.rows, o.cols) !== 0) {
+      throw new RangeError(`fakeQuantizeActivations: x ${NON_FINITE}`);
+    }
+    if (o.lambda < 1) this.#k.blend_f64(px, po, 1 - o.lambda, o.lambda, n);
+  }
+
+  /** Runs `f` on a copy of the `n` values of `t` (for in-place kernels that read their input late). */
+  #viaCopy(t: Tensor, n: number, f: (copy: Tensor) => void): void {
+    const copy = this.zeros(n);
+    try {
+      (copy as CpuTensor).data.set(f32("t", t).subarray(0, n));
+      f(copy);
+    } finally {
+      this.release(copy);
+    }
   }
 
   embedding(
@@ -234,15 +479,19 @@ export class CpuBackend implements Backend {
     out: Tensor,
     shape: EmbeddingShape,
   ): void {
-    const t = f32(table), id = i32(ids), o = f32(out);
     const { vocab, dim } = shape;
-    for (let i = 0; i < id.length; i++) {
-      const row = id[i];
-      if (!(row >= 0 && row < vocab)) {
-        throw new RangeError(`ids[${i}] = ${row} is not in [0, ${vocab})`);
-      }
-      o.set(t.subarray(row * dim, row * dim + dim), i * dim);
-    }
+    checkDim("shape.vocab", vocab);
+    checkDim("shape.dim", dim);
+    const id = i32("ids", ids);
+    checkIds(id, vocab);
+    const pt = rd("table", table, vocab * dim);
+    this.#k.gather_rows(
+      pt,
+      cpu(ids).ptr,
+      wr("out", out, id.length * dim),
+      id.length,
+      dim,
+    );
   }
 
   embeddingBackward(
@@ -251,11 +500,18 @@ export class CpuBackend implements Backend {
     dtable: Tensor,
     shape: EmbeddingShape,
   ): void {
-    embeddingBackward(
-      f32(dout),
-      { ids: i32(ids) },
-      { dtable: f32(dtable) },
-      shape,
+    const { vocab, dim } = shape;
+    checkDim("shape.vocab", vocab);
+    checkDim("shape.dim", dim);
+    const id = i32("ids", ids);
+    checkIds(id, vocab);
+    const pd = rd("dout", dout, id.length * dim);
+    this.#k.scatter_add_rows(
+      pd,
+      cpu(ids).ptr,
+      rd("dtable", dtable, vocab * dim),
+      id.length,
+      dim,
     );
   }
 
@@ -266,9 +522,18 @@ export class CpuBackend implements Backend {
     rstd: Tensor,
     shape: NormShape,
   ): void {
-    const r = rmsnormForward(f32(x), f32(g), shape);
-    f32(out).set(r.out);
-    f32(rstd).set(r.rstd);
+    checkNorm(shape);
+    const { rows, dim } = shape;
+    const px = rd("x", x, rows * dim), pg = rd("g", g, dim);
+    this.#k.rmsnorm_fwd(
+      px,
+      pg,
+      wr("out", out, rows * dim),
+      wr("rstd", rstd, rows),
+      rows,
+      dim,
+      shape.eps,
+    );
   }
 
   rmsnormBackward(
@@ -280,14 +545,25 @@ export class CpuBackend implements Backend {
     dg: Tensor,
     shape: NormShape,
   ): void {
-    rmsnormBackward(
-      f32(dout),
-      { x: f32(x), g: f32(g), rstd: f32(rstd) },
-      { dx: f32(dx), dg: f32(dg) },
-      shape,
+    checkNorm(shape);
+    const { rows, dim } = shape;
+    const pd = rd("dout", dout, rows * dim), px = rd("x", x, rows * dim);
+    const pg = rd("g", g, dim), pr = rd("rstd", rstd, rows);
+    const pdg = rd("dg", dg, dim);
+    this.#k.rmsnorm_bwd(
+      pd,
+      px,
+      pg,
+      pr,
+      cpu(dx).ptr,
+      pdg,
+      rows,
+      dim,
+      acc("dx", dx, rows * dim),
     );
   }
 
+  /** LayerNorm in TypeScript over the views (off the hot path of the presets). */
   layernorm(
     x: Tensor,
     w: Tensor,
@@ -297,10 +573,30 @@ export class CpuBackend implements Backend {
     rstd: Tensor,
     shape: NormShape,
   ): void {
-    const r = layernormForward(f32(x), f32(w), f32(bias), shape);
-    f32(out).set(r.out);
-    f32(mean).set(r.mean);
-    f32(rstd).set(r.rstd);
+    checkNorm(shape);
+    const { rows, dim, eps } = shape;
+    rd("x", x, rows * dim);
+    rd("w", w, dim);
+    rd("bias", bias, dim);
+    wr("out", out, rows * dim);
+    wr("mean", mean, rows);
+    wr("rstd", rstd, rows);
+    const xs = f32("x", x), ws = f32("w", w), bs = f32("bias", bias);
+    const os = f32("out", out), ms = f32("mean", mean), rs = f32("rstd", rstd);
+    for (let r = 0; r < rows; r++) {
+      const row = r * dim;
+      let sum = 0;
+      for (let i = 0; i < dim; i++) sum += xs[row + i];
+      const mu = sum / dim;
+      let ss = 0;
+      for (let i = 0; i < dim; i++) ss += (xs[row + i] - mu) ** 2;
+      const r1 = 1 / Math.sqrt(ss / dim + eps);
+      for (let i = 0; i < dim; i++) {
+        os[row + i] = (xs[row + i] - mu) * r1 * ws[i] + bs[i];
+      }
+      ms[r] = mu;
+      rs[r] = r1;
+    }
   }
 
   layernormBackward(
@@ -314,20 +610,72 @@ export class CpuBackend implements Backend {
     dbias: Tensor,
     shape: NormShape,
   ): void {
-    layernormBackward(
-      f32(dout),
-      { x: f32(x), weight: f32(w), mean: f32(mean), rstd: f32(rstd) },
-      { dx: f32(dx), dweight: f32(dw), dbias: f32(dbias) },
-      shape,
-    );
+    checkNorm(shape);
+    const { rows, dim } = shape;
+    for (
+      const [name, t, n] of [
+        ["dout", dout, rows * dim],
+        ["x", x, rows * dim],
+        ["w", w, dim],
+        ["mean", mean, rows],
+        ["rstd", rstd, rows],
+        ["dx", dx, rows * dim],
+        ["dw", dw, dim],
+        ["dbias", dbias, dim],
+      ] as const
+    ) rd(name, t, n);
+    const dy = f32("dout", dout), xs = f32("x", x), ws = f32("w", w);
+    const ms = f32("mean", mean), rs = f32("rstd", rstd), dxs = f32("dx", dx);
+    const dws = f32("dw", dw), dbs = f32("dbias", dbias);
+    for (let r = 0; r < rows; r++) {
+      const row = r * dim, mu = ms[r], r1 = rs[r];
+      let meanD = 0, meanDX = 0;
+      for (let i = 0; i < dim; i++) {
+        const xhat = (xs[row + i] - mu) * r1;
+        const d = dy[row + i] * ws[i];
+        dws[i] += dy[row + i] * xhat;
+        dbs[i] += dy[row + i];
+        meanD += d;
+        meanDX += d * xhat;
+      }
+      meanD /= dim;
+      meanDX /= dim;
+      for (let i = 0; i < dim; i++) {
+        const xhat = (xs[row + i] - mu) * r1;
+        dxs[row + i] += r1 * (dy[row + i] * ws[i] - meanD - xhat * meanDX);
+      }
+    }
   }
 
   rope(x: Tensor, out: Tensor, shape: RopeShape): void {
-    f32(out).set(ropeForward(f32(x), shape));
+    this.#rotate(x, out, shape, false);
   }
 
   ropeBackward(dout: Tensor, dx: Tensor, shape: RopeShape): void {
-    ropeBackward(f32(dout), { dx: f32(dx) }, shape);
+    this.#rotate(dout, dx, shape, true);
+  }
+
+  /** `out ← R x` (forward) or `out += R⁻¹ x` (backward: −S, accumulate). */
+  #rotate(x: Tensor, out: Tensor, shape: RopeShape, inverse: boolean): void {
+    checkRopeShape(shape);
+    const { batch, seqLen, heads, headDim } = shape;
+    const n = batch * seqLen * heads * headDim;
+    const px = rd(inverse ? "dout" : "x", x, n);
+    const name = inverse ? "dx" : "out";
+    const accumulate = inverse ? acc(name, out, n) : (wr(name, out, n), 0);
+    const t = this.#rope.get(shape);
+    this.#k.rope(
+      px,
+      cpu(out).ptr,
+      batch * seqLen,
+      seqLen,
+      heads,
+      headDim,
+      t.cos,
+      inverse ? t.sinNeg : t.sin,
+      shape.style === "neox" ? 1 : 0,
+      accumulate,
+    );
   }
 
   attention(
@@ -338,9 +686,18 @@ export class CpuBackend implements Backend {
     probs: Tensor,
     shape: AttentionShape,
   ): void {
-    const r = attentionForward(f32(q), f32(k), f32(v), shape);
-    f32(out).set(r.out);
-    f32(probs).set(r.probs);
+    checkAttentionShape(shape);
+    const { batch: B, seqLen: T, numHeads: H, numKvHeads: Hkv, headDim: D } =
+      shape;
+    const nq = B * T * H * D, nk = B * T * Hkv * D;
+    const pq = rd("q", q, nq), pk = rd("k", k, nk), pv = rd("v", v, nk);
+    attentionForward(this.kernels, {
+      q: pq,
+      k: pk,
+      v: pv,
+      out: wr("out", out, nq),
+      probs: wr("probs", probs, B * H * T * T),
+    }, shape);
   }
 
   attentionBackward(
@@ -354,16 +711,29 @@ export class CpuBackend implements Backend {
     dv: Tensor,
     shape: AttentionShape,
   ): void {
-    attentionBackward(
-      f32(dout),
-      { q: f32(q), k: f32(k), v: f32(v), probs: f32(probs) },
-      { dq: f32(dq), dk: f32(dk), dv: f32(dv) },
-      shape,
-    );
+    checkAttentionShape(shape);
+    const { batch: B, seqLen: T, numHeads: H, numKvHeads: Hkv, headDim: D } =
+      shape;
+    const nq = B * T * H * D, nk = B * T * Hkv * D;
+    attentionBackward(this.kernels, {
+      dout: rd("dout", dout, nq),
+      q: rd("q", q, nq),
+      k: rd("k", k, nk),
+      v: rd("v", v, nk),
+      probs: rd("probs", probs, B * H * T * T),
+      dq: rd("dq", dq, nq),
+      dk: rd("dk", dk, nk),
+      dv: rd("dv", dv, nk),
+    }, shape);
   }
 
   activation(kind: Activation, x: Tensor, out: Tensor): void {
-    f32(out).set(kind === "silu" ? siluForward(f32(x)) : relu2Forward(f32(x)));
+    sameSize("activation", x, out);
+    const n = x.size;
+    const px = rd("x", x, n);
+    if (kind === "silu") this.#k.silu_f32(px, wr("out", out, n), n);
+    else if (kind === "relu2") this.#k.relu2_f32(px, wr("out", out, n), n);
+    else throw new RangeError(`kind must be "silu" or "relu2", got ${kind}`);
   }
 
   activationBackward(
@@ -372,13 +742,20 @@ export class CpuBackend implements Backend {
     x: Tensor,
     dx: Tensor,
   ): void {
-    (kind === "silu" ? siluBackward : relu2Backward)(
-      f32(dout),
-      { x: f32(x) },
-      { dx: f32(dx) },
-    );
+    if (kind !== "silu" && kind !== "relu2") {
+      throw new RangeError(`kind must be "silu" or "relu2", got ${kind}`);
+    }
+    const n = x.size;
+    const pd = rd("dout", dout, n), px = rd("x", x, n);
+    const f = kind === "silu" ? this.#k.silu_bwd_f32 : this.#k.relu2_bwd_f32;
+    f(pd, px, cpu(dx).ptr, acc("dx", dx, n), n);
   }
 
+  /**
+   * Per counted row one fused pass (max, then `e^(x − max)` into `probs` with
+   * an f64 sum, then the scaling); the loss in f64 from `lse = max + log Σ`:
+   * `(1 − ε)(lse − x_y) + ε(lse − mean(x))`, averaged over counted rows.
+   */
   crossEntropy(
     logits: Tensor,
     targets: Tensor,
@@ -386,9 +763,32 @@ export class CpuBackend implements Backend {
     losses: Tensor,
     shape: CrossEntropyShape,
   ): void {
-    const r = crossEntropyForward(f32(logits), i32(targets), shape);
-    f32(probs).set(r.probs);
-    f32(losses).set([r.loss, r.nll]);
+    const t = i32("targets", targets);
+    const { eps, ignore, count } = checkTargets(shape, t);
+    const { rows, vocab: V } = shape;
+    const pl = rd("logits", logits, rows * V);
+    const pp = wr("probs", probs, rows * V);
+    const l = f32("losses", losses);
+    if (l.length < 2) {
+      throw new RangeError(`losses must have 2 elements, got ${l.length}`);
+    }
+    const lg = f32("logits", logits), st = this.#stats;
+    let lossSum = 0, nllSum = 0;
+    for (let r = 0; r < rows; r++) {
+      const off = 4 * r * V;
+      const y = t[r];
+      if (y === ignore) {
+        this.#k.zero_bytes(pp + off, 4 * V);
+        continue;
+      }
+      this.#k.softmax_row(pl + off, pp + off, V, this.#statsPtr);
+      const lse = st[0] + Math.log(st[1]);
+      const nll = lse - lg[r * V + y];
+      nllSum += nll;
+      lossSum += (1 - eps) * nll + eps * (lse - st[2] / V);
+    }
+    l[0] = count ? lossSum / count : 0;
+    l[1] = count ? nllSum / count : 0;
   }
 
   crossEntropyBackward(
@@ -398,27 +798,44 @@ export class CpuBackend implements Backend {
     scale: number,
     shape: CrossEntropyShape,
   ): void {
-    const t = i32(targets);
-    const ignore = shape.ignoreIndex ?? -1;
-    let count = 0;
-    for (let i = 0; i < t.length; i++) if (t[i] !== ignore) count++;
-    crossEntropyBackward(
-      scale,
-      { probs: f32(probs), targets: t, count },
-      { dlogits: f32(dlogits) },
-      shape,
-    );
+    const t = i32("targets", targets);
+    const { eps, ignore, count } = checkTargets(shape, t);
+    const { rows, vocab: V } = shape;
+    const pp = rd("probs", probs, rows * V);
+    if (count === 0) {
+      rd("dlogits", dlogits, rows * V);
+      return;
+    }
+    const pd = cpu(dlogits).ptr;
+    const accumulate = acc("dlogits", dlogits, rows * V);
+    const k = scale / count;
+    const dl = f32("dlogits", dlogits);
+    for (let r = 0; r < rows; r++) {
+      const y = t[r];
+      if (y === ignore) {
+        if (!accumulate) this.#k.zero_bytes(pd + 4 * r * V, 4 * V);
+        continue;
+      }
+      // dlogits (+)= k·(p − ε/V), then the target's extra −k·(1 − ε).
+      this.#k.axmb_f32(
+        pp + 4 * r * V,
+        pd + 4 * r * V,
+        k,
+        eps / V,
+        accumulate,
+        V,
+      );
+      dl[r * V + y] -= k * (1 - eps);
+    }
   }
 
   sumSquares(ts: ReadonlyArray<Tensor>, out: Tensor): void {
     let s = 0;
-    for (const t of ts) {
-      const d = f32(t);
-      for (let i = 0; i < d.length; i++) s += d[i] * d[i];
-    }
-    f32(out)[0] = s;
+    for (const t of ts) s += this.#k.sum_sq_f64(rd("t", t, t.size), t.size);
+    f32("out", out)[0] = s;
   }
 
+  /** AdamW as `adamwStep` of the reference (bit for bit), after global-norm clipping. */
   adamw(
     p: Tensor,
     g: Tensor,
@@ -428,10 +845,43 @@ export class CpuBackend implements Backend {
     sumSq: Tensor,
     maxNorm: number,
   ): void {
-    const grad = f32(g);
-    const norm = Math.sqrt(f32(sumSq)[0]);
+    const { lr, beta1, beta2, eps, weightDecay, step } = hyper;
+    for (const [key, b] of [["beta1", beta1], ["beta2", beta2]] as const) {
+      if (!(b >= 0 && b < 1)) {
+        throw new RangeError(`hyper.${key} must lie in [0, 1), got ${b}`);
+      }
+    }
+    for (
+      const [key, x] of [
+        ["lr", lr],
+        ["eps", eps],
+        ["weightDecay", weightDecay],
+      ] as const
+    ) {
+      if (!(x >= 0)) throw new RangeError(`hyper.${key} must be ≥ 0, got ${x}`);
+    }
+    if (!Number.isInteger(step) || step < 1) {
+      throw new RangeError(`hyper.step must be an integer ≥ 1, got ${step}`);
+    }
+    const n = p.size;
+    const norm = Math.sqrt(f32("sumSq", sumSq)[0]);
     const clip = Math.min(1, maxNorm / (norm + 1e-6));
-    if (clip < 1) { for (let i = 0; i < grad.length; i++) grad[i] *= clip; }
-    adamwStep(f32(p), grad, f32(m), f32(v), hyper.step, hyper);
+    this.#k.adamw_f64(
+      rd("p", p, n),
+      rd("g", g, n),
+      rd("m", m, n),
+      rd("v", v, n),
+      clip,
+      clip < 1 ? 1 : 0,
+      1 - lr * weightDecay,
+      beta1,
+      1 - beta1,
+      beta2,
+      1 - beta2,
+      lr / (1 - beta1 ** step),
+      Math.sqrt(1 - beta2 ** step),
+      eps,
+      n,
+    );
   }
 }

@@ -1,8 +1,9 @@
 /**
  * WebAssembly SIMD kernels for the CPU compute engine: f32 matmul (packed
  * panels, 2×16 register tile), f32 matvec, per-row int8 quantization,
- * ternarization + 2-bit packing of weights, and the ternary × int8
- * matmul/matvec of BitNet b1.58.
+ * ternarization + 2-bit packing of weights, the ternary × int8
+ * matmul/matvec of BitNet b1.58, and the element-wise and per-row kernels of
+ * training ({@link TrainingKernels}).
  *
  * All kernels work on byte pointers into one `WebAssembly.Memory` (shared
  * where the engine allows) owned by a {@link WasmKernels} instance, which
@@ -264,7 +265,159 @@ export interface PackTernaryArgs {
   readonly out: number;
 }
 
-interface KernelExports {
+/**
+ * The element-wise and per-row kernels of training, as raw exports: pointers
+ * are byte offsets into {@link WasmKernels.memory}, counts are elements, and
+ * NOTHING is checked — the caller (the CPU backend) validates every size
+ * first. f32 kernels run in SIMD; the `*_f64` ones compute in f64 and match
+ * the TypeScript reference bit for bit. `e^x` is a Cephes-style polynomial
+ * (≈ 1 ulp), 0 below x = −87.34 and saturating at e^88.
+ */
+export interface TrainingKernels {
+  /** `o[i] ← value`. */
+  fill_f32(o: number, value: number, n: number): void;
+  /** `bytes` zero bytes at `p`. */
+  zero_bytes(p: number, bytes: number): void;
+  /** `o ← a + b`. */
+  add_f32(a: number, b: number, o: number, n: number): void;
+  /** `o ← a ⊙ b`. */
+  mul_f32(a: number, b: number, o: number, n: number): void;
+  /** `o ← (acc ? o : 0) + a ⊙ b`. */
+  mul_acc_f32(a: number, b: number, o: number, acc: number, n: number): void;
+  /** `o ← (acc ? o : 0) + s·(x − c)`. */
+  axmb_f32(
+    x: number,
+    o: number,
+    s: number,
+    c: number,
+    acc: number,
+    n: number,
+  ): void;
+  /** `o ← clamp(o, −limit, limit)` (NaN stays NaN). */
+  clamp_f32(o: number, limit: number, n: number): void;
+  /** `o ← x·σ(x)`. */
+  silu_f32(x: number, o: number, n: number): void;
+  /** `dx ← (acc ? dx : 0) + dy·σ(x)·(1 + x·(1 − σ(x)))`. */
+  silu_bwd_f32(dy: number, x: number, dx: number, acc: number, n: number): void;
+  /** `o ← max(x, 0)²`. */
+  relu2_f32(x: number, o: number, n: number): void;
+  /** `dx ← (acc ? dx : 0) + dy·2·max(x, 0)`. */
+  relu2_bwd_f32(
+    dy: number,
+    x: number,
+    dx: number,
+    acc: number,
+    n: number,
+  ): void;
+  /** `Σ |p_i|` in f64. */
+  abs_sum_f64(p: number, n: number): number;
+  /** `Σ p_i²` in f64. */
+  sum_sq_f64(p: number, n: number): number;
+  /** `o ← γ·clamp(roundHalfEven(w / d), −1, 1)`, the quotient in f64. */
+  ternary_fq(w: number, o: number, gamma: number, d: number, n: number): void;
+  /** `o ← fround(keep·x + λ·o)` in f64. */
+  blend_f64(
+    x: number,
+    o: number,
+    keep: number,
+    lambda: number,
+    n: number,
+  ): void;
+  /**
+   * AdamW (PyTorch order) in f64 with f32 stores, as `adamwStep`; the
+   * gradient is first scaled by `clip` in place when `doClip` is 1.
+   */
+  adamw_f64(
+    p: number,
+    g: number,
+    m: number,
+    v: number,
+    clip: number,
+    doClip: number,
+    decay: number,
+    beta1: number,
+    oneMinusBeta1: number,
+    beta2: number,
+    oneMinusBeta2: number,
+    stepSize: number,
+    bc2Sqrt: number,
+    eps: number,
+    n: number,
+  ): void;
+  /** Per-row int8 absmax fake quantization (λ = 1); 1 if a row holds NaN/±∞ (then it stops). */
+  act_quant(x: number, o: number, rows: number, cols: number): number;
+  /** RMSNorm forward; writes `o` and the per-row `rstd` (f32). */
+  rmsnorm_fwd(
+    x: number,
+    g: number,
+    o: number,
+    rstd: number,
+    rows: number,
+    dim: number,
+    eps: number,
+  ): void;
+  /** RMSNorm backward; adds into `dg`, and into `dx` (or overwrites it when `acc` is 0). */
+  rmsnorm_bwd(
+    dy: number,
+    x: number,
+    g: number,
+    rstd: number,
+    dx: number,
+    dg: number,
+    rows: number,
+    dim: number,
+    acc: number,
+  ): void;
+  /** Softmax of one row into `p`; f64 `stats` = [max, Σ e^(x − max), Σ x]. */
+  softmax_row(x: number, p: number, n: number, stats: number): void;
+  /** Causal softmax in place of `[rows, T]` scores (row r is position r mod T), scaled by `scale`. */
+  softmax_causal(s: number, rows: number, T: number, scale: number): void;
+  /**
+   * Causal softmax backward in place of `dp` (row r is position t = r mod T):
+   * `dp_u ← p_u·(dp_u − Σ_{u'≤t} p_u'·dp_u')·scale` for u ≤ t, 0 after.
+   */
+  softmax_bwd(
+    p: number,
+    dp: number,
+    rows: number,
+    T: number,
+    scale: number,
+  ): void;
+  /**
+   * Rotation `o_j (+)= x_j·C_j + x_partner(j)·S_j` per head with tables of
+   * `hd` entries per position (row r is position r mod T).
+   */
+  rope(
+    x: number,
+    o: number,
+    rows: number,
+    T: number,
+    heads: number,
+    hd: number,
+    cos: number,
+    sin: number,
+    neox: number,
+    acc: number,
+  ): void;
+  /** `o[r] ← table[ids[r]]` for rows of `dim` f32. */
+  gather_rows(
+    table: number,
+    ids: number,
+    o: number,
+    n: number,
+    dim: number,
+  ): void;
+  /** `dt[ids[r]] += dy[r]` for rows of `dim` f32. */
+  scatter_add_rows(
+    dy: number,
+    ids: number,
+    dt: number,
+    n: number,
+    dim: number,
+  ): void;
+}
+
+interface KernelExports extends TrainingKernels {
   matmul(
     a: number,
     b: number,
@@ -473,6 +626,14 @@ export class WasmKernels {
     // Grow geometrically so that a sequence of allocations stays linear.
     const want = Math.min(MAX_PAGES, Math.max(pages, 2 * (have / PAGE)));
     this.memory.grow(want - have / PAGE);
+  }
+
+  /**
+   * The training kernels, unchecked (see {@link TrainingKernels}): validate
+   * every pointer and size before calling.
+   */
+  get training(): TrainingKernels {
+    return this.#k;
   }
 
   /** A Float32Array view of `length` floats at `ptr`. */
