@@ -62,9 +62,16 @@ export const trainFlags = {
   accum: int("accum", "micro-batches per step (default 1)"),
   lr: num("lr", "peak learning rate (default 1.5e-3)"),
   warmup: int("warmup", "warmup steps (default min(100, steps/10))"),
-  schedule: Flag.Literals("schedule", ["cosine", "linear", "two-stage"]).pipe(
+  schedule: Flag.Literals("schedule", [
+    "cosine",
+    "linear",
+    "two-stage",
+    "cosine-from-start",
+  ]).pipe(
     Flag.withDefault("cosine"),
-    Flag.withDescription("LR schedule (two-stage: BitNet, WD 0.1 → 0)"),
+    Flag.withDescription(
+      "LR schedule (two-stage: BitNet, WD 0.1 → 0; cosine-from-start: warmup × cosine over the whole run, as the PyTorch reference)",
+    ),
   ),
   weightDecay: num(
     "weight-decay",
@@ -114,7 +121,7 @@ export interface TrainFlags {
   readonly accum: Opt<number>;
   readonly lr: Opt<number>;
   readonly warmup: Opt<number>;
-  readonly schedule: "cosine" | "linear" | "two-stage";
+  readonly schedule: "cosine" | "linear" | "two-stage" | "cosine-from-start";
   readonly weightDecay: Opt<number>;
   readonly fpSteps: Opt<number>;
   readonly softSteps: Opt<number>;
@@ -196,10 +203,11 @@ function settingsFrom(
       weightDecay: wd,
     }
     : {
-      kind: flags.schedule,
+      kind: flags.schedule === "linear" ? "linear" : "cosine",
       peakLr: peak,
       warmupSteps: warmup,
       totalSteps: steps,
+      decayFromStart: flags.schedule === "cosine-from-start",
     };
   return defaultSettings(config, steps, {
     batch: values.batch ?? 16,

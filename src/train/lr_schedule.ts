@@ -17,6 +17,13 @@ export interface WarmupDecaySchedule {
   readonly warmupSteps: number;
   /** Total steps of the run; the rate stays at `minLr` after it. */
   readonly totalSteps: number;
+  /**
+   * Measure the decay from step 0 and multiply it by the warmup ramp,
+   * `lr = peak · min(1, (step+1)/warmup) · decay(step / totalSteps)`, as the
+   * PyTorch reference (`bitnet_ref.py`) does (default false: decay starts
+   * after warmup).
+   */
+  readonly decayFromStart?: boolean;
 }
 
 /**
@@ -90,6 +97,8 @@ function decay(
  * - cosine: `lr = min + (peak − min) · ½(1 + cos(π·t))`, linear:
  *   `lr = min + (peak − min) · (1 − t)`, with
  *   `t = (step − warmupSteps) / (totalSteps − warmupSteps)`, clamped to [0, 1];
+ * - with `decayFromStart`: `lr = min + (decay(step / totalSteps) − min) ·
+ *   min(1, (step + 1) / warmupSteps)`;
  * - two-stage: linear decay from `peakLr` towards `minLr` over the whole run,
  *   cut at `stage2Start`, where it restarts from `stage2PeakLr` and decays
  *   linearly to `minLr` at `totalSteps`; weight decay 0 in stage 2.
@@ -98,6 +107,14 @@ export function lrAt(schedule: LrSchedule, step: number): StepHyper {
   checkSchedule(schedule);
   const min = schedule.minLr ?? 0;
   const { warmupSteps, totalSteps, peakLr } = schedule;
+  if (schedule.kind !== "two_stage" && schedule.decayFromStart) {
+    const ramp = warmupSteps > 0 ? Math.min(1, (step + 1) / warmupSteps) : 1;
+    return {
+      lr: min +
+        (decay(schedule.kind, peakLr, min, step / totalSteps) - min) * ramp,
+      weightDecay: undefined,
+    };
+  }
   if (step < warmupSteps) {
     return {
       lr: peakLr * (step + 1) / warmupSteps,

@@ -82,3 +82,18 @@ Deno.test("bad schedules are rejected naming the field", () => {
     /totalSteps/,
   );
 });
+
+Deno.test("decayFromStart matches the PyTorch reference's warmup × cosine", () => {
+  const s: LrSchedule = {
+    kind: "cosine",
+    peakLr: 1.5e-3,
+    warmupSteps: 100,
+    totalSteps: 300,
+    decayFromStart: true,
+  };
+  for (const step of [0, 1, 50, 99, 100, 150, 299]) {
+    const ref = 1.5e-3 * Math.min(1, (step + 1) / 100) *
+      (0.5 * (1 + Math.cos(Math.PI * step / 300)));
+    assert.ok(Math.abs(lrAt(s, step).lr - ref) < 1e-18, `step ${step}`);
+  }
+});
