@@ -41,8 +41,9 @@ const fatal: string[] = [];
 let tolerated = 0;
 for (const [, kind, message] of findings) {
   const ref = /references private type '([^']+)'/.exec(message);
-  if (kind === "private-type-ref" && ref && !(await declaredHere(ref[1]))) tolerated++;
-  else fatal.push(`error[${kind}]: ${message}`);
+  if (kind === "private-type-ref" && ref && !(await declaredHere(ref[1]))) {
+    tolerated++;
+  } else fatal.push(`error[${kind}]: ${message}`);
 }
 if (out.code !== 0 && findings.length === 0) {
   console.error(text);

@@ -159,7 +159,7 @@ Deno.test("tape: gradients of a transformer block match finite differences (f32)
   );
 });
 
-Deno.test("tape: BitLinear forward at λ = 1 equals the reference BitLinear", async () => {
+Deno.test("tape: BitLinear forward at λ = 1 equals the reference BitLinear", () => {
   fc.assert(fc.property(
     fc.integer({ min: 1, max: 9 }),
     fc.integer({ min: 1, max: 40 }),
