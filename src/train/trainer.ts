@@ -215,7 +215,9 @@ export class Trainer {
     const n = s.batch * s.seqLen;
     const ids = b.zeros(n, "i32");
     const targets = b.zeros(n, "i32");
-    const losses: number[] = [];
+    // Mean loss over the micro-batches, summed on the device: one read-back a step.
+    const lossSum = b.zeros(2);
+    let meanLoss: number;
     try {
       for (let micro = 0; micro < s.accumulation; micro++) {
         const batch = this.#sampler.nextBatch();
@@ -230,7 +232,7 @@ export class Trainer {
             labelSmoothing: s.labelSmoothing,
           });
           tape.backward(loss, 1 / s.accumulation);
-          losses.push((await b.read(loss.value))[0]);
+          b.addScaled(lossSum, loss.value, 1 / s.accumulation);
         } catch (e) {
           // The quantizers refuse NaN/Inf input: the same divergence as a NaN loss.
           if (e instanceof RangeError && /non-finite/.test(e.message)) {
@@ -245,14 +247,15 @@ export class Trainer {
           tape.reset();
         }
       }
+      meanLoss = (await b.read(lossSum))[0];
     } finally {
       b.release(ids);
       b.release(targets);
+      b.release(lossSum);
     }
-    const loss = losses.reduce((a, c) => a + c, 0) / losses.length;
-    if (!Number.isFinite(loss)) {
+    if (!Number.isFinite(meanLoss)) {
       throw new TrainError({
-        message: `loss is ${loss} at step ${
+        message: `loss is ${meanLoss} at step ${
           stepIndex + 1
         }; stopping (lower --lr, or raise the warmup). The last checkpoint is kept.`,
       });
@@ -273,7 +276,7 @@ export class Trainer {
     this.#tokens += n * s.accumulation;
     return {
       step: this.#step,
-      loss,
+      loss: meanLoss,
       lr: hyper.lr,
       lambda,
       gradNorm,
