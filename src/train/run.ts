@@ -80,25 +80,6 @@ const hasCheckpoint = (dir: string): Effect.Effect<boolean> =>
     Effect.catch(() => Effect.succeed(false)),
   );
 
-/** Resolves when SIGINT arrives; the listener is removed with the scope. */
-const interruptFlag = (): Effect.Effect<
-  { stop: boolean },
-  never,
-  Scope.Scope
-> =>
-  Effect.acquireRelease(
-    Effect.sync(() => {
-      const flag = { stop: false };
-      const onSignal = () => {
-        flag.stop = true;
-      };
-      Deno.addSignalListener("SIGINT", onSignal);
-      return { flag, onSignal };
-    }),
-    ({ onSignal }) =>
-      Effect.sync(() => Deno.removeSignalListener("SIGINT", onSignal)),
-  ).pipe(Effect.map(({ flag }) => flag));
-
 /**
  * Runs (or resumes) a training run on `backend`. Fails with a
  * {@link TrainError} for a non-finite loss (the last checkpoint is kept), a
@@ -250,7 +231,6 @@ export function runTraining(
         });
       });
 
-    const flag = yield* interruptFlag();
     const printer = new ProgressPrinter({
       timeBudgetSeconds: options.timeBudgetSeconds,
     });
@@ -258,15 +238,9 @@ export function runTraining(
     const seconds = () => (performance.now() - t0) / 1000;
     let interrupted = false;
     let lastSaved = trainer.step;
-    while (trainer.step < settings.steps) {
-      if (
-        flag.stop ||
-        (options.timeBudgetSeconds !== undefined &&
-          seconds() >= options.timeBudgetSeconds)
-      ) {
-        interrupted = true;
-        break;
-      }
+
+    // One step with its reporting, evaluation and checkpoint: never cut in the middle.
+    const iteration = Effect.gen(function* () {
       const report = yield* Effect.tryPromise({
         try: () => trainer.runStep(),
         catch: (e) =>
@@ -308,7 +282,37 @@ export function runTraining(
         yield* save(elapsedBefore + seconds());
         lastSaved = report.step;
       }
-    }
+    });
+
+    // Interruption (Ctrl-C under the CLI) lands between steps and saves a checkpoint.
+    const onInterrupt = Effect.gen(function* () {
+      printer.finish();
+      if (trainer.step !== lastSaved) yield* save(elapsedBefore + seconds());
+      log(
+        `interrupted at step ${trainer.step}; checkpoint in ${out}: continue with --resume --out ${out}`,
+      );
+    }).pipe(
+      Effect.catch((e) =>
+        Effect.sync(() =>
+          log(`interrupted; the checkpoint could not be saved: ${e.message}`)
+        )
+      ),
+    );
+
+    yield* Effect.gen(function* () {
+      while (trainer.step < settings.steps) {
+        if (
+          options.timeBudgetSeconds !== undefined &&
+          seconds() >= options.timeBudgetSeconds
+        ) {
+          interrupted = true;
+          break;
+        }
+        yield* Effect.uninterruptible(iteration);
+        // A macrotask turn, so a signal's handler runs between steps.
+        yield* Effect.sleep(0);
+      }
+    }).pipe(Effect.onInterrupt(() => onInterrupt));
     printer.finish();
     const elapsed = seconds();
     if (trainer.step !== lastSaved || interrupted) {
