@@ -122,3 +122,77 @@ Deno.test("cli: unknown preset and unbuilt tasks fail with one line", async () =
   assert.equal(t.code, 1);
   assert.match(t.err.trim(), /^error: 'search' is not implemented yet/);
 });
+
+Deno.test("cli train: Ctrl-C saves a checkpoint between steps and exits", async () => {
+  const dir = await Deno.makeTempDir();
+  const words = [
+    "the cat",
+    "a dog",
+    "sat on",
+    "looked at",
+    "the mat",
+    "a red house",
+    "the river",
+  ];
+  let s = 7;
+  const text = Array.from({ length: 400 }, () => {
+    s = (s * 1103515245 + 12345) >>> 0;
+    return `${words[s % 7]} ${words[(s >>> 8) % 7]} ${words[(s >>> 16) % 7]}.`;
+  }).join("\n\n");
+  await Deno.writeTextFile(`${dir}/text.txt`, text);
+  await Deno.writeTextFile(
+    `${dir}/config.json`,
+    JSON.stringify({
+      ...base,
+      vocab_size: 280,
+      hidden_size: 32,
+      max_seq_len: 16,
+    }),
+  );
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      MAIN,
+      "train",
+      "--config",
+      `${dir}/config.json`,
+      "--data",
+      `${dir}/text.txt`,
+      "--steps",
+      "100000",
+      "--batch",
+      "4",
+      "--eval-every",
+      "0",
+      "--out",
+      `${dir}/run`,
+    ],
+    cwd: dir,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  // Wait for training to be under way, then interrupt.
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let err = "";
+  while (!/step \d+\//.test(err)) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    err += value;
+  }
+  assert.match(err, /step \d+\//, `training did not start: ${err}`);
+  child.kill("SIGINT");
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    err += value;
+  }
+  await child.status;
+  await child.stdout.cancel();
+  const m = /interrupted at step (\d+); checkpoint in/.exec(err);
+  assert.ok(m, err);
+  const latest = (await Deno.readTextFile(`${dir}/run/latest`)).trim();
+  assert.ok(latest.startsWith(`ckpt-${m![1].padStart(8, "0")}-`), latest);
+  await Deno.remove(dir, { recursive: true });
+});
