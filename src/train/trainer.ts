@@ -390,7 +390,7 @@ export function initTraining(
 
 /**
  * Seconds one optimizer step of `settings` takes on `backend`: the median of
- * a few forward+backward passes of a throwaway model on random tokens (no
+ * a few forward+backward passes (after an untimed warm-up pass) of a throwaway model on random tokens (no
  * update). Used to turn a time budget into a fixed step count, so the
  * schedule — and a resume — does not depend on the clock.
  */
@@ -407,7 +407,8 @@ export async function measureStepSeconds(
   );
   const times: number[] = [];
   try {
-    for (let r = 0; r < repeats; r++) {
+    // The first pass pays for compilation and first-touch memory: not timed.
+    for (let r = -1; r < repeats; r++) {
       const t0 = performance.now();
       for (let micro = 0; micro < settings.accumulation; micro++) {
         const tape = new Tape(backend);
@@ -420,7 +421,7 @@ export async function measureStepSeconds(
         await backend.read(loss.value);
         tape.reset();
       }
-      times.push((performance.now() - t0) / 1000);
+      if (r >= 0) times.push((performance.now() - t0) / 1000);
     }
   } finally {
     backend.release(ids);
