@@ -17,7 +17,6 @@ import {
   ADAMW_WGSL,
   ARITH_WGSL,
   ATTENTION_WGSL,
-  CROSS_ENTROPY_WGSL,
   EMBEDDING_WGSL,
   GRAD_CLIP_WGSL,
   LAYERNORM_WGSL,
@@ -196,7 +195,6 @@ type PipelineKey =
   | "arith"
   | "activations"
   | "rmsnorm"
-  | "cross_entropy"
   | "reduce"
   | "ternary_quant"
   | "act_quant"
@@ -215,7 +213,6 @@ const SOURCES: Record<PipelineKey, string> = {
   arith: ARITH_WGSL,
   activations: ACTIVATIONS_WGSL,
   rmsnorm: RMSNORM_WGSL,
-  cross_entropy: CROSS_ENTROPY_WGSL,
   reduce: REDUCE_WGSL,
   ternary_quant: TERNARY_QUANT_WGSL,
   act_quant: ACT_QUANT_WGSL,
@@ -253,8 +250,6 @@ const ENTRY_POINTS:
     ["rmsnorm", "fwd"],
     ["rmsnorm", "bwd_dx"],
     ["rmsnorm", "bwd_dw"],
-    ["cross_entropy", "fwd"],
-    ["cross_entropy", "bwd"],
     ["reduce", "partial"],
     ["reduce", "finish"],
     ["ternary_quant", "main"],
@@ -758,75 +753,6 @@ export class WebGpuKernels {
       6,
       uniform,
       [groupsFor(dim, 128), 1, 1],
-    );
-  }
-
-  /**
-   * Softmax cross-entropy per row of `logits` (rows × vocab) against i32 `labels`
-   * (a label outside [0, vocab) ignores the row: loss 0), smoothing ε:
-   * `loss = lse − (1 − ε)·z_label − (ε/vocab)·Σ z`, `lse = log Σ exp(z)` (saved).
-   */
-  crossEntropyForward(
-    encoder: GPUCommandEncoder,
-    args: {
-      readonly logits: GPUBuffer;
-      readonly labels: GPUBuffer;
-      readonly loss: GPUBuffer;
-      readonly lse: GPUBuffer;
-      readonly rows: number;
-      readonly vocab: number;
-      readonly smoothing: number;
-    },
-  ): void {
-    const { rows, vocab } = args;
-    this.#dispatch(
-      encoder,
-      this.#pipeline("cross_entropy", "fwd"),
-      [
-        ...crossEntropyInputs(args),
-        ["loss", 3, args.loss, rows, "w"],
-        ["lse", 4, args.lse, rows, "w"],
-      ],
-      5,
-      pack([["u", rows], ["u", vocab], ["f", args.smoothing], ["f", 0]]),
-      [Math.min(rows, this.#maxGroups), 1, 1],
-    );
-  }
-
-  /**
-   * Cross-entropy gradient with respect to the logits:
-   * `dLogits = gradScale·(softmax(z) − q)`, `q = (1 − ε)·onehot(label) + ε/vocab`
-   * (0 on ignored rows). `gradScale` is typically 1 / (number of counted rows).
-   */
-  crossEntropyBackward(
-    encoder: GPUCommandEncoder,
-    args: {
-      readonly logits: GPUBuffer;
-      readonly labels: GPUBuffer;
-      readonly lse: GPUBuffer;
-      readonly dLogits: GPUBuffer;
-      readonly rows: number;
-      readonly vocab: number;
-      readonly smoothing: number;
-      readonly gradScale: number;
-    },
-  ): void {
-    const { rows, vocab } = args;
-    requireFinite("gradScale", args.gradScale);
-    this.#dispatch(
-      encoder,
-      this.#pipeline("cross_entropy", "bwd"),
-      [
-        ...crossEntropyInputs(args),
-        ["lse", 2, args.lse, rows],
-        ["dLogits", 3, args.dLogits, rows * vocab, "w"],
-      ],
-      5,
-      pack([["u", rows], ["u", vocab], ["f", args.smoothing], [
-        "f",
-        args.gradScale,
-      ]]),
-      [groupsFor(rows * vocab, 256), 1, 1],
     );
   }
 
@@ -1817,26 +1743,6 @@ export class WebGpuKernels {
     }
     return pipeline;
   }
-}
-
-// Validates the arguments shared by both cross-entropy passes; returns their
-// logits and labels bindings.
-function crossEntropyInputs(args: {
-  readonly logits: GPUBuffer;
-  readonly labels: GPUBuffer;
-  readonly rows: number;
-  readonly vocab: number;
-  readonly smoothing: number;
-}): Arg[] {
-  requireInt("rows", args.rows, 1);
-  requireInt("vocab", args.vocab, 1);
-  if (!(args.smoothing >= 0 && args.smoothing < 1)) {
-    throw new Error(`smoothing must be in [0, 1), got ${args.smoothing}`);
-  }
-  return [
-    ["logits", 0, args.logits, args.rows * args.vocab],
-    ["labels", 1, args.labels, args.rows],
-  ];
 }
 
 // Validates an attention shape; returns its sizes and packed uniform.
