@@ -297,7 +297,7 @@ export function trainProgram(
       : undefined;
     const result = yield* runTraining(backend, {
       config,
-      settings: settings!,
+      settings,
       out,
       resume: flags.resume,
       data: Option.getOrUndefined(flags.data),

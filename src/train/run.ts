@@ -40,8 +40,8 @@ import {
 export interface RunOptions {
   /** The model; on resume, absent means the checkpoint's own config (given, it must match). */
   readonly config?: OneBitLlmConfig;
-  /** The run's settings (ignored on resume: the saved ones are used). */
-  readonly settings: TrainSettings;
+  /** The run's settings; required for a new run (a resume uses the saved ones). */
+  readonly settings?: TrainSettings;
   /** Run directory (checkpoints, metrics, curves). */
   readonly out: string;
   /** Continue the checkpoint in `out`. */
@@ -108,6 +108,9 @@ export function runTraining(
     const settings = checkpoint
       ? checkpoint.state.schedule as TrainSettings
       : options.settings;
+    if (settings === undefined) {
+      return yield* new TrainError({ message: "no training settings given" });
+    }
 
     const { files, tokenizer } = yield* prepareDataset({
       data: options.data,

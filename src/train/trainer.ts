@@ -155,9 +155,9 @@ export class Trainer {
   #tokens: number;
 
   /**
-   * A trainer over `train` tokens. Without `resume`, the model is initialized
-   * from `settings.seed`; with it, `resume.model` / `resume.optimizer` must
-   * already hold the checkpoint's tensors.
+   * A trainer over `train` tokens for `model` and `optimizer` as they are
+   * (fresh, or loaded from a checkpoint). `resume` continues the batch order,
+   * step and token counts of a saved {@link TrainState}.
    */
   constructor(
     model: OneBitLlm,
