@@ -58,20 +58,20 @@ export interface RunOptions {
   readonly log: (line: string) => void;
 }
 
-/** What a finished (or interrupted) run reports. */
+/** What a finished run (or one stopped by its time budget) reports. */
 export interface RunResult {
   /** Steps done. */
   readonly steps: number;
   /** Training tokens consumed. */
   readonly tokens: number;
   /** Final validation result over the whole validation split. */
-  readonly valid: EvalResult | undefined;
+  readonly valid: EvalResult;
   /** Unigram perplexity of the validation tokens (training frequencies). */
   readonly unigramPpl: number;
   /** Training tokens per second in this process. */
   readonly tokensPerSecond: number;
-  /** Whether the run stopped early (Ctrl-C or time budget) with a checkpoint. */
-  readonly interrupted: boolean;
+  /** Whether the time budget stopped the run before its last step (a checkpoint was saved). */
+  readonly stoppedEarly: boolean;
 }
 
 const hasCheckpoint = (dir: string): Effect.Effect<boolean> =>
@@ -239,7 +239,7 @@ export function runTraining(
     });
     const t0 = performance.now();
     const seconds = () => (performance.now() - t0) / 1000;
-    let interrupted = false;
+    let stoppedEarly = false;
     let lastSaved = trainer.step;
 
     // One step with its reporting, evaluation and checkpoint: never cut in the middle.
@@ -308,7 +308,7 @@ export function runTraining(
           options.timeBudgetSeconds !== undefined &&
           seconds() >= options.timeBudgetSeconds
         ) {
-          interrupted = true;
+          stoppedEarly = true;
           break;
         }
         yield* Effect.uninterruptible(iteration);
@@ -318,34 +318,32 @@ export function runTraining(
     }).pipe(Effect.onInterrupt(() => onInterrupt));
     printer.finish();
     const elapsed = seconds();
-    if (trainer.step !== lastSaved || interrupted) {
+    if (trainer.step !== lastSaved || stoppedEarly) {
       yield* save(elapsedBefore + elapsed);
       log(`checkpoint: ${out} (step ${trainer.step})`);
     }
-    let final: EvalResult | undefined;
-    if (!interrupted) {
-      log("evaluating on the whole validation split …");
-      final = yield* Effect.promise(() => trainer.evaluate(valid.ids));
-      const e = {
-        step: trainer.step,
-        valLoss: final.loss,
-        valPpl: final.ppl,
-        tokens: trainer.tokens,
-      };
-      printer.printEval(e);
-      yield* metrics.eval(e);
+    if (stoppedEarly) {
       log(
-        `validation perplexity ${final.ppl.toFixed(2)} vs unigram ${
-          unigramPpl.toFixed(2)
-        } (ratio ${(final.ppl / unigramPpl).toFixed(3)}) over ${
-          final.tokens.toLocaleString("en-US")
-        } tokens`,
-      );
-    } else {
-      log(
-        `stopped at step ${trainer.step}; continue with --resume --out ${out}`,
+        `time budget reached at step ${trainer.step} of ${settings.steps}; continue with --resume --out ${out}`,
       );
     }
+    log("evaluating on the whole validation split …");
+    const final = yield* Effect.promise(() => trainer.evaluate(valid.ids));
+    const finalEval = {
+      step: trainer.step,
+      valLoss: final.loss,
+      valPpl: final.ppl,
+      tokens: trainer.tokens,
+    };
+    printer.printEval(finalEval);
+    yield* metrics.eval(finalEval);
+    log(
+      `validation perplexity ${final.ppl.toFixed(2)} vs unigram ${
+        unigramPpl.toFixed(2)
+      } (ratio ${(final.ppl / unigramPpl).toFixed(3)}) over ${
+        final.tokens.toLocaleString("en-US")
+      } tokens`,
+    );
     const history = yield* readMetrics(`${out}/metrics.jsonl`);
     yield* writeFileAtomic(
       `${out}/loss.svg`,
@@ -357,7 +355,7 @@ export function runTraining(
       valid: final,
       unigramPpl,
       tokensPerSecond: (trainer.tokens - (state?.tokens_seen ?? 0)) / elapsed,
-      interrupted,
+      stoppedEarly,
     };
   });
 }

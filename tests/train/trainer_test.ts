@@ -123,7 +123,7 @@ Deno.test("a resumed run reproduces the uninterrupted run exactly", async () => 
   await run(`${work}/full`, 24);
   // Interrupt after the first step via a time budget of 0 s past step 1 …
   const part = await run(`${work}/part`, 24, { time: 1e-9 });
-  assert.ok(part.interrupted && part.steps < 24);
+  assert.ok(part.stoppedEarly && part.steps < 24);
   // … then resume twice: once more interrupted, then to the end.
   await run(`${work}/part`, 24, { resume: true });
   const a = await trainLosses(`${work}/full`);
