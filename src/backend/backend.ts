@@ -88,6 +88,36 @@ export interface AdamWStep {
   readonly step: number;
 }
 
+/**
+ * Checks one AdamW step's settings and the clipping limit, throwing a
+ * `RangeError` naming the field: β1, β2 in [0, 1); lr, ε and weight decay
+ * finite and ≥ 0; step an integer ≥ 1; maxNorm > 0 (`Infinity`: no clipping).
+ */
+export function checkAdamWStep(hyper: AdamWStep, maxNorm: number): void {
+  for (const key of ["beta1", "beta2"] as const) {
+    const b = hyper[key];
+    if (!(b >= 0 && b < 1)) {
+      throw new RangeError(`hyper.${key} must lie in [0, 1), got ${b}`);
+    }
+  }
+  for (const key of ["lr", "eps", "weightDecay"] as const) {
+    const x = hyper[key];
+    if (!(x >= 0 && Number.isFinite(x))) {
+      throw new RangeError(`hyper.${key} must be finite and ≥ 0, got ${x}`);
+    }
+  }
+  if (!Number.isInteger(hyper.step) || hyper.step < 1) {
+    throw new RangeError(
+      `hyper.step must be an integer ≥ 1, got ${hyper.step}`,
+    );
+  }
+  if (!(maxNorm > 0)) {
+    throw new RangeError(
+      `maxNorm must be > 0 (Infinity: no clipping), got ${maxNorm}`,
+    );
+  }
+}
+
 /** The element-wise activations with a forward and a backward kernel. */
 export type Activation = "silu" | "relu2";
 

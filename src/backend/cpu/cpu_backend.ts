@@ -21,13 +21,14 @@
  *
  * @module
  */
-import type {
-  Activation,
-  AdamWStep,
-  Backend,
-  FakeQuantOptions,
-  MatmulOptions,
-  Tensor,
+import {
+  type Activation,
+  type AdamWStep,
+  type Backend,
+  checkAdamWStep,
+  type FakeQuantOptions,
+  type MatmulOptions,
+  type Tensor,
 } from "../backend.ts";
 import type {
   AttentionShape,
@@ -845,24 +846,8 @@ export class CpuBackend implements Backend {
     sumSq: Tensor,
     maxNorm: number,
   ): void {
+    checkAdamWStep(hyper, maxNorm);
     const { lr, beta1, beta2, eps, weightDecay, step } = hyper;
-    for (const [key, b] of [["beta1", beta1], ["beta2", beta2]] as const) {
-      if (!(b >= 0 && b < 1)) {
-        throw new RangeError(`hyper.${key} must lie in [0, 1), got ${b}`);
-      }
-    }
-    for (
-      const [key, x] of [
-        ["lr", lr],
-        ["eps", eps],
-        ["weightDecay", weightDecay],
-      ] as const
-    ) {
-      if (!(x >= 0)) throw new RangeError(`hyper.${key} must be ≥ 0, got ${x}`);
-    }
-    if (!Number.isInteger(step) || step < 1) {
-      throw new RangeError(`hyper.step must be an integer ≥ 1, got ${step}`);
-    }
     const n = p.size;
     const norm = Math.sqrt(f32("sumSq", sumSq)[0]);
     const clip = Math.min(1, maxNorm / (norm + 1e-6));

@@ -39,13 +39,14 @@
  *
  * @module
  */
-import type {
-  Activation,
-  AdamWStep,
-  Backend,
-  FakeQuantOptions,
-  MatmulOptions,
-  Tensor,
+import {
+  type Activation,
+  type AdamWStep,
+  type Backend,
+  checkAdamWStep,
+  type FakeQuantOptions,
+  type MatmulOptions,
+  type Tensor,
 } from "../backend.ts";
 import type {
   AttentionShape,
@@ -906,31 +907,8 @@ export class WebGpuBackend implements Backend {
     sumSq: Tensor,
     maxNorm: number,
   ): void {
+    checkAdamWStep(hyper, maxNorm);
     const { lr, beta1, beta2, eps, weightDecay, step } = hyper;
-    for (const [key, b] of [["beta1", beta1], ["beta2", beta2]] as const) {
-      if (!(b >= 0 && b < 1)) {
-        throw new RangeError(`hyper.${key} must lie in [0, 1), got ${b}`);
-      }
-    }
-    for (
-      const [key, x] of [
-        ["lr", lr],
-        ["eps", eps],
-        ["weightDecay", weightDecay],
-      ] as const
-    ) {
-      if (!(x >= 0 && Number.isFinite(x))) {
-        throw new RangeError(`hyper.${key} must be finite and ≥ 0, got ${x}`);
-      }
-    }
-    if (!Number.isInteger(step) || step < 1) {
-      throw new RangeError(`hyper.step must be an integer ≥ 1, got ${step}`);
-    }
-    if (!(maxNorm > 0)) {
-      throw new RangeError(
-        `maxNorm must be > 0 (Infinity: no clipping), got ${maxNorm}`,
-      );
-    }
     const n = p.size;
     const param = this.#f32("p", p, n);
     const grad = this.#f32("g", g, n);
