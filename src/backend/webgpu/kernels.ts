@@ -444,11 +444,25 @@ export class WebGpuKernels {
       readonly n: number;
     },
   ): void {
+    this.#binary(encoder, "add", args);
+  }
+
+  // The element-wise kernels of arith.wgsl that read a and b and write out.
+  #binary(
+    encoder: GPUCommandEncoder,
+    entry: "add" | "mul" | "mul_acc",
+    args: {
+      readonly a: GPUBuffer;
+      readonly b: GPUBuffer;
+      readonly out: GPUBuffer;
+      readonly n: number;
+    },
+  ): void {
     const n = args.n;
     this.#elementwise(
       encoder,
       "arith",
-      "add",
+      entry,
       n,
       [
         ["a", 0, args.a, n],
@@ -1257,20 +1271,7 @@ export class WebGpuKernels {
       readonly n: number;
     },
   ): void {
-    const n = args.n;
-    this.#elementwise(
-      encoder,
-      "arith",
-      "mul",
-      n,
-      [
-        ["a", 0, args.a, n],
-        ["b", 1, args.b, n],
-        ["out", 2, args.out, n, "w"],
-      ],
-      3,
-      [["f", 1]],
-    );
+    this.#binary(encoder, "mul", args);
   }
 
   /** `out += a ⊙ b` over `n` values (fused multiply-add). */
@@ -1283,20 +1284,7 @@ export class WebGpuKernels {
       readonly n: number;
     },
   ): void {
-    const n = args.n;
-    this.#elementwise(
-      encoder,
-      "arith",
-      "mul_acc",
-      n,
-      [
-        ["a", 0, args.a, n],
-        ["b", 1, args.b, n],
-        ["out", 2, args.out, n, "w"],
-      ],
-      3,
-      [["f", 1]],
-    );
+    this.#binary(encoder, "mul_acc", args);
   }
 
   /**
