@@ -16,6 +16,7 @@ import {
   defaultSettings,
   measureStepSeconds,
   runTraining,
+  stepsForBudget,
 } from "@ternary/core/train";
 
 const [data, minutes = "10"] = Deno.args;
@@ -34,7 +35,7 @@ const perStep = await measureStepSeconds(
   backend,
   defaultSettings(config, 1),
 );
-const steps = Math.max(1, Math.floor(0.9 * budget / perStep));
+const steps = stepsForBudget(budget, perStep);
 
 const result = await Effect.runPromise(Effect.scoped(runTraining(backend, {
   config,

@@ -21,6 +21,7 @@ import {
   defaultSettings,
   evaluateModel,
   measureStepSeconds,
+  stepsForBudget,
   TrainError,
   type TrainSettings,
 } from "../train/trainer.ts";
@@ -284,8 +285,7 @@ export function trainProgram(
       const perStep = yield* Effect.promise(() =>
         measureStepSeconds(config!, backend, probe)
       );
-      // 10% of the budget is left for evaluation, checkpoints and the final pass.
-      steps = Math.max(1, Math.floor(0.9 * budget! / (perStep * 1.15)));
+      steps = stepsForBudget(budget!, perStep);
       log(
         `time budget ${budget}s at ~${
           perStep.toFixed(2)

@@ -11,6 +11,7 @@ import { runTraining } from "../../src/train/run.ts";
 import {
   defaultSettings,
   initTraining,
+  stepsForBudget,
   Trainer,
   TrainError,
 } from "../../src/train/trainer.ts";
@@ -249,4 +250,9 @@ Deno.test("bad input: each error names the file and loses nothing", async (t) =>
     await Deno.copyFile(`${otherDir}/train.tok`, `${dir}/train.tok`);
     await fail(run(`${work}/hash`, 1), /train\.tok.*another tokenizer/);
   });
+});
+
+Deno.test("stepsForBudget leaves room for evaluation and never plans 0 steps", () => {
+  assert.equal(stepsForBudget(600, 1.5), Math.floor(540 / 1.725));
+  assert.equal(stepsForBudget(1, 100), 1);
 });
