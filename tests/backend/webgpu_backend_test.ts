@@ -568,7 +568,9 @@ Deno.test(
         assertNear(`rmsnorm rstd ${label}`, await both.read(rstd), 1e-6);
         assertNear(`rmsnorm dx ${label}`, await both.read(dx), 2e-6);
         assertNear(`rmsnorm dg ${label}`, await both.read(dg), 2e-6);
-        assertNear(`layernorm ${label}`, await both.read(lnOut), 1e-6);
+        // x − mean cancels when dim is tiny (2): f32 loses ~|x|/|x − mean| bits there,
+        // seen as 2.2e-6 relative (seed 651472526, 3×2); 4e-6 bounds it.
+        assertNear(`layernorm ${label}`, await both.read(lnOut), 4e-6);
         assertNear(
           `layernorm mean ${label}`,
           await both.read(mean),
