@@ -15,28 +15,10 @@ struct Params {
 @group(0) @binding(2) var<uniform> params: Params;
 
 const WG: u32 = 128u;
-var<workgroup> red: array<f32, WG>;
-
-fn workgroup_max(v: f32, lane: u32) -> f32 {
-  red[lane] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lane < s) {
-      red[lane] = max(red[lane], red[lane + s]);
-    }
-    workgroupBarrier();
-  }
-  let total = red[0];
-  workgroupBarrier();
-  return total;
-}
+// #include prelude/workgroup_reduce.wgsl
 
 @compute @workgroup_size(WG)
-fn main(
-  @builtin(local_invocation_id) lid: vec3u,
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) groups: vec3u,
-) {
+fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   for (var row = wid.x; row < params.rows; row += groups.x) {
     let base = row * params.dim;
     var m = 0.0;

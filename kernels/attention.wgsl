@@ -35,31 +35,13 @@ struct Params {
 const WG: u32 = 64u;
 const CH: u32 = 256u;
 const PER: u32 = 4u; // dims per invocation: head_dim ≤ PER·WG = 256
+// #include prelude/workgroup_reduce.wgsl
 
 var<workgroup> chunk_a: array<f32, CH>;
 var<workgroup> chunk_b: array<f32, CH>;
 // Staged rows as vec4s: element d is row[d / 4][d % 4]; invocation i stages vec4 i.
 var<workgroup> row_a: array<vec4f, WG>;
 var<workgroup> row_b: array<vec4f, WG>;
-var<workgroup> red: array<f32, WG>;
-
-fn workgroup_reduce(v: f32, lane: u32, is_max: bool) -> f32 {
-  red[lane] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lane < s) {
-      if (is_max) {
-        red[lane] = max(red[lane], red[lane + s]);
-      } else {
-        red[lane] += red[lane + s];
-      }
-    }
-    workgroupBarrier();
-  }
-  let total = red[0];
-  workgroupBarrier();
-  return total;
-}
 
 // Dot product of the staged row_a with the k row starting at `base`.
 fn dot_a(base: u32) -> f32 {
@@ -109,11 +91,7 @@ fn kv_row(t: u32, h: u32) -> u32 {
 }
 
 @compute @workgroup_size(WG)
-fn fwd(
-  @builtin(local_invocation_id) lid: vec3u,
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) groups: vec3u,
-) {
+fn fwd(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   let dim = params.head_dim;
   for (var r = wid.x; r < params.tokens * params.heads; r += groups.x) {
     let t = r / params.heads;
@@ -174,11 +152,7 @@ fn fwd(
 }
 
 @compute @workgroup_size(WG)
-fn bwd_dq(
-  @builtin(local_invocation_id) lid: vec3u,
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) groups: vec3u,
-) {
+fn bwd_dq(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   let dim = params.head_dim;
   for (var r = wid.x; r < params.tokens * params.heads; r += groups.x) {
     let t = r / params.heads;
@@ -232,11 +206,7 @@ fn bwd_dq(
 }
 
 @compute @workgroup_size(WG)
-fn bwd_dkv(
-  @builtin(local_invocation_id) lid: vec3u,
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) groups: vec3u,
-) {
+fn bwd_dkv(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   let dim = params.head_dim;
   let group = params.heads / params.kv_heads;
   for (var r = wid.x; r < params.tokens * params.kv_heads; r += groups.x) {

@@ -22,29 +22,10 @@ struct Params {
 @group(0) @binding(9) var<uniform> params: Params;
 
 const WG: u32 = 128u;
-var<workgroup> red: array<vec2f, WG>;
-
-// Workgroup tree sum of two values; reached by every invocation of the workgroup.
-fn workgroup_sum2(v: vec2f, lane: u32) -> vec2f {
-  red[lane] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lane < s) {
-      red[lane] += red[lane + s];
-    }
-    workgroupBarrier();
-  }
-  let total = red[0];
-  workgroupBarrier();
-  return total;
-}
+// #include prelude/workgroup_reduce.wgsl
 
 @compute @workgroup_size(WG)
-fn fwd(
-  @builtin(local_invocation_id) lid: vec3u,
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) groups: vec3u,
-) {
+fn fwd(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   let dim = params.dim;
   for (var row = wid.x; row < params.rows; row += groups.x) {
     let base = row * dim;
@@ -70,11 +51,7 @@ fn fwd(
 }
 
 @compute @workgroup_size(WG)
-fn bwd_dx(
-  @builtin(local_invocation_id) lid: vec3u,
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) groups: vec3u,
-) {
+fn bwd_dx(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   let dim = params.dim;
   for (var row = wid.x; row < params.rows; row += groups.x) {
     let base = row * dim;

@@ -58,10 +58,7 @@ fn load_b(base: u32, kk: u32, col: u32) -> f32 {
 }
 
 @compute @workgroup_size(16, 16, 1)
-fn main(
-  @builtin(local_invocation_id) lid: vec3u,
-  @builtin(workgroup_id) wid: vec3u,
-) {
+fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
   let tile_m = wid.y * TILE;
   let tile_n = wid.x * TILE;
   let base_a = wid.z * params.stride_a;

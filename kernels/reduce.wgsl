@@ -19,27 +19,10 @@ struct Params {
 @group(0) @binding(3) var<uniform> params: Params;
 
 const WG: u32 = 256u;
-var<workgroup> red: array<f32, WG>;
-
-fn workgroup_sum(v: f32, lane: u32) -> f32 {
-  red[lane] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lane < s) {
-      red[lane] += red[lane + s];
-    }
-    workgroupBarrier();
-  }
-  return red[0];
-}
+// #include prelude/workgroup_reduce.wgsl
 
 @compute @workgroup_size(WG)
-fn partial(
-  @builtin(global_invocation_id) gid: vec3u,
-  @builtin(local_invocation_id) lid: vec3u,
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) groups: vec3u,
-) {
+fn partial(@builtin(global_invocation_id) gid: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   var s = 0.0;
   for (var i = gid.x; i < params.n; i += groups.x * WG) {
     let v = x[i];

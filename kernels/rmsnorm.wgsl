@@ -19,29 +19,10 @@ struct Params {
 @group(0) @binding(6) var<uniform> params: Params;
 
 const WG: u32 = 128u;
-var<workgroup> red: array<f32, WG>;
-
-// Workgroup tree sum; must be reached by every invocation of the workgroup.
-fn workgroup_sum(v: f32, lane: u32) -> f32 {
-  red[lane] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lane < s) {
-      red[lane] += red[lane + s];
-    }
-    workgroupBarrier();
-  }
-  let total = red[0];
-  workgroupBarrier();
-  return total;
-}
+// #include prelude/workgroup_reduce.wgsl
 
 @compute @workgroup_size(WG)
-fn fwd(
-  @builtin(local_invocation_id) lid: vec3u,
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) groups: vec3u,
-) {
+fn fwd(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   for (var row = wid.x; row < params.rows; row += groups.x) {
     let base = row * params.dim;
     var s = 0.0;
@@ -60,11 +41,7 @@ fn fwd(
 }
 
 @compute @workgroup_size(WG)
-fn bwd_dx(
-  @builtin(local_invocation_id) lid: vec3u,
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) groups: vec3u,
-) {
+fn bwd_dx(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   for (var row = wid.x; row < params.rows; row += groups.x) {
     let base = row * params.dim;
     let r = rms_in[row];

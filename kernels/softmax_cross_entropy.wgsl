@@ -24,35 +24,11 @@ struct Params {
 @group(0) @binding(6) var<uniform> params: Params;
 
 const WG: u32 = 256u;
-var<workgroup> red: array<vec2f, WG>;
+// #include prelude/workgroup_reduce.wgsl
 
-// Workgroup tree reduction of two values (max of x, or sums of both); reached by every
-// invocation (rows that are ignored still reduce: the branch on a storage value would not
-// be uniform).
-fn workgroup_reduce(v: vec2f, lane: u32, is_max: bool) -> vec2f {
-  red[lane] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lane < s) {
-      if (is_max) {
-        red[lane] = max(red[lane], red[lane + s]);
-      } else {
-        red[lane] += red[lane + s];
-      }
-    }
-    workgroupBarrier();
-  }
-  let total = red[0];
-  workgroupBarrier();
-  return total;
-}
-
+// Ignored rows reduce too: a branch on a storage value would not be uniform.
 @compute @workgroup_size(WG)
-fn fwd(
-  @builtin(local_invocation_id) lid: vec3u,
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) groups: vec3u,
-) {
+fn fwd(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   let v = params.vocab;
   for (var row = wid.x; row < params.rows; row += groups.x) {
     let base = row * v;
@@ -60,13 +36,13 @@ fn fwd(
     for (var j = lid.x; j < v; j += WG) {
       m = max(m, logits[base + j]);
     }
-    let row_max = workgroup_reduce(vec2f(m, 0.0), lid.x, true).x;
+    let row_max = workgroup_reduce2(vec2f(m, 0.0), lid.x, true).x;
     var acc = vec2f();
     for (var j = lid.x; j < v; j += WG) {
       let z = logits[base + j];
       acc += vec2f(exp(z - row_max), z);
     }
-    let sums = workgroup_reduce(acc, lid.x, false);
+    let sums = workgroup_reduce2(acc, lid.x, false);
     let lse = row_max + log(sums.x);
     let y = targets[row];
     let counted = y != params.ignore;
@@ -92,7 +68,7 @@ fn finish(@builtin(local_invocation_id) lid: vec3u) {
   for (var r = lid.x; r < params.rows; r += WG) {
     acc += vec2f(row_stats[2u * r], row_stats[2u * r + 1u]);
   }
-  let total = workgroup_reduce(acc, lid.x, false);
+  let total = workgroup_reduce2(acc, lid.x, false);
   if (lid.x == 0u) {
     losses[0] = total.x * params.inv_count;
     losses[1] = total.y * params.inv_count;

@@ -32,8 +32,27 @@ struct Kept {
 @group(0) @binding(4) var<uniform> params: Params;
 
 const WG: u32 = 256u;
-var<workgroup> red_f: array<f32, WG>;
-var<workgroup> red_u: array<u32, WG>;
+// #include prelude/workgroup_reduce.wgsl
+
+var<workgroup> red_kept: array<Kept, WG>;
+
+// Sums of the kept magnitudes and counts over the workgroup (u32 counts stay exact).
+fn workgroup_kept(v: Kept, lane: u32) -> Kept {
+  red_kept[lane] = v;
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (lane < k) {
+      red_kept[lane] = Kept(
+        red_kept[lane].sum + red_kept[lane + k].sum,
+        red_kept[lane].count + red_kept[lane + k].count,
+      );
+    }
+    workgroupBarrier();
+  }
+  let total = red_kept[0];
+  workgroupBarrier();
+  return total;
+}
 
 fn blend(v: f32, q: f32) -> f32 {
   return (1.0 - params.lambda) * v + params.lambda * q;
@@ -82,12 +101,7 @@ fn apply(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) gro
 }
 
 @compute @workgroup_size(WG)
-fn kept_partial(
-  @builtin(global_invocation_id) gid: vec3u,
-  @builtin(local_invocation_id) lid: vec3u,
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) groups: vec3u,
-) {
+fn kept_partial(@builtin(global_invocation_id) gid: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   let delta = 0.7 * stats[0];
   var s = 0.0;
   var c = 0u;
@@ -98,18 +112,9 @@ fn kept_partial(
       c += 1u;
     }
   }
-  red_f[lid.x] = s;
-  red_u[lid.x] = c;
-  workgroupBarrier();
-  for (var k = WG / 2u; k > 0u; k >>= 1u) {
-    if (lid.x < k) {
-      red_f[lid.x] += red_f[lid.x + k];
-      red_u[lid.x] += red_u[lid.x + k];
-    }
-    workgroupBarrier();
-  }
+  let kept = workgroup_kept(Kept(s, c), lid.x);
   if (lid.x == 0u) {
-    partials[wid.x] = Kept(red_f[0], red_u[0]);
+    partials[wid.x] = kept;
   }
 }
 
@@ -121,43 +126,21 @@ fn kept_finish(@builtin(local_invocation_id) lid: vec3u) {
     s += partials[i].sum;
     c += partials[i].count;
   }
-  red_f[lid.x] = s;
-  red_u[lid.x] = c;
-  workgroupBarrier();
-  for (var k = WG / 2u; k > 0u; k >>= 1u) {
-    if (lid.x < k) {
-      red_f[lid.x] += red_f[lid.x + k];
-      red_u[lid.x] += red_u[lid.x + k];
-    }
-    workgroupBarrier();
-  }
+  let kept = workgroup_kept(Kept(s, c), lid.x);
   if (lid.x == 0u) {
-    stats[1] = select(red_f[0] / f32(red_u[0]), 0.0, red_u[0] == 0u);
+    stats[1] = select(kept.sum / f32(kept.count), 0.0, kept.count == 0u);
   }
 }
 
 @compute @workgroup_size(WG)
-fn eightbit(
-  @builtin(local_invocation_id) lid: vec3u,
-  @builtin(workgroup_id) wid: vec3u,
-  @builtin(num_workgroups) groups: vec3u,
-) {
+fn eightbit(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   for (var row = wid.x; row < params.rows; row += groups.x) {
     let base = row * params.cols;
     var m = 0.0;
     for (var j = lid.x; j < params.cols; j += WG) {
       m = max(m, abs(w[base + j]));
     }
-    red_f[lid.x] = m;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-      if (lid.x < k) {
-        red_f[lid.x] = max(red_f[lid.x], red_f[lid.x + k]);
-      }
-      workgroupBarrier();
-    }
-    let s = min(max(red_f[0], params.eps) / 127.0, params.max_step);
-    workgroupBarrier();
+    let s = min(max(workgroup_max(m, lid.x), params.eps) / 127.0, params.max_step);
     for (var j = lid.x; j < params.cols; j += WG) {
       let v = w[base + j];
       out[base + j] = blend(v, clamp(round(v / s), -127.0, 127.0) * s);

@@ -21,16 +21,32 @@
 /** Which flavour of SIMD a generated module uses. */
 export type WasmVariant = "relaxed" | "portable";
 
-/** Rows of C per micro-tile (rows of A per packed panel). */
-export const MR = 2;
-/** Columns of C per micro-tile (columns of B per packed panel). */
-export const NR = 16;
-/** Rows of A packed per block. */
-export const MC = 64;
-/** Depth (K) of one packed block. */
-export const KC = 256;
-/** Columns of B packed per block. */
-export const NC = 2048;
+/**
+ * A register tile of the f32 matmul: `mr` rows × `nr` columns of C held in
+ * `mr·nr/4` f32x4 accumulators (`nr` a multiple of 4). WASM SIMD on x64 has
+ * 15 allocatable vector registers in V8, so a tile fits when
+ * `mr·nr/4 + nr/4 + 1 ≤ 15`.
+ */
+export interface MatmulTile {
+  /** Rows of C per tile (rows of A per packed panel). */
+  readonly mr: number;
+  /** Columns of C per tile (columns of B per packed panel). */
+  readonly nr: number;
+}
+
+/**
+ * The micro-kernels in the module, each behind its own export
+ * `matmul_<mr>x<nr>`; which one runs, and with which cache blocking, is chosen
+ * at run time (measured per machine, see src/backend/cpu/matmul_tuning.ts).
+ * 2×16 keeps 8 accumulators (enough where FMA latency × pipes ≤ 8); 6×8, 5×8
+ * and 3×12 trade B loads for more independent chains.
+ */
+export const MATMUL_TILES: readonly MatmulTile[] = [
+  { mr: 2, nr: 16 },
+  { mr: 5, nr: 8 },
+  { mr: 6, nr: 8 },
+  { mr: 3, nr: 12 },
+];
 /** Weights per ternary block (16 bytes, 2 bits each). */
 export const TERNARY_BLOCK = 64;
 /** Ternary blocks accumulated in i16 before widening (64 dots of ≤ 512). */
@@ -66,81 +82,92 @@ const locals = (names: readonly string[], type: string): string =>
 const hsum = (t: string): string =>
   `(i32.add (i32.add (i32x4.extract_lane 0 (local.get ${t})) (i32x4.extract_lane 1 (local.get ${t}))) (i32.add (i32x4.extract_lane 2 (local.get ${t})) (i32x4.extract_lane 3 (local.get ${t}))))`;
 
+/** Name suffix of a tile's functions, e.g. `2x16`. */
+const tileName = (t: MatmulTile): string => `${t.mr}x${t.nr}`;
+
 /**
  * Micro-kernel: C[mr×nr] (+)= Apanel·Bpanel over `kcp` (a multiple of 4)
- * steps, with a 2×16 tile of C in eight f32x4 accumulators.
+ * steps, the tile of C in `mr·nr/4` f32x4 accumulators. A partial tile
+ * (`$mr`/`$nr` below the tile) is spilled to `$tile` and copied element-wise.
  */
-function microKernel(v: WasmVariant): string {
-  const acc = (r: number, c: number) => `$c${r}${c}`;
+function microKernel(v: WasmVariant, t: MatmulTile): string {
+  const { mr: MR, nr: NR } = t;
+  const NV = NR / 4;
+  const acc = (r: number, c: number) => `$c${r}_${c}`;
   const step = (s: number) =>
     lines([
-      ...range(4).map((c) =>
+      ...range(NV).map((c) =>
         `(local.set $b${c} (v128.load offset=${
-          s * 64 + c * 16
+          (s * NR + c * 4) * 4
         } (local.get $pb)))`
       ),
-      ...range(MR).map((r) =>
-        `(local.set $a${r} (v128.load32_splat offset=${
-          s * 8 + r * 4
-        } (local.get $pa)))`
-      ),
-      ...range(MR).flatMap((r) =>
-        range(4).map((c) =>
+      ...range(MR).flatMap((r) => [
+        `(local.set $a (v128.load32_splat offset=${
+          (s * MR + r) * 4
+        } (local.get $pa)))`,
+        ...range(NV).map((c) =>
           `(local.set ${acc(r, c)} ${
             madd(
               v,
-              `(local.get $a${r})`,
+              "(local.get $a)",
               `(local.get $b${c})`,
               `(local.get ${acc(r, c)})`,
             )
           })`
-        )
-      ),
+        ),
+      ]),
     ]);
-  const cAddr = (r: number, c: number) =>
-    r === 0
-      ? `(i32.add (local.get $c) (i32.const ${c * 16}))`
-      : `(i32.add (i32.add (local.get $c) (local.get $ldc)) (i32.const ${
-        c * 16
-      }))`;
-  const all = range(MR).flatMap((r) => range(4).map((c) => [r, c] as const));
+  const all = range(MR).flatMap((r) => range(NV).map((c) => [r, c] as const));
+  const row = (r: number) => `(local.get $r${r})`;
   return `
-(func $ukr (param $pa i32) (param $pb i32) (param $kcp i32) (param $c i32)
+(func $ukr_${
+    tileName(t)
+  } (param $pa i32) (param $pb i32) (param $kcp i32) (param $c i32)
   (param $ldc i32) (param $mr i32) (param $nr i32) (param $add i32) (param $tile i32)
   (local $end i32) (local $i i32) (local $j i32) (local $p i32) (local $s f32)
-  ${locals(["$a0", "$a1", "$b0", "$b1", "$b2", "$b3"], "v128")}
+  ${locals(range(MR).map((r) => `$r${r}`), "i32")}
+  ${locals(["$a", ...range(NV).map((c) => `$b${c}`)], "v128")}
   ${locals(all.map(([r, c]) => acc(r, c)), "v128")}
-  (local.set $end (i32.add (local.get $pa) (i32.shl (local.get $kcp) (i32.const 3))))
+  (local.set $end (i32.add (local.get $pa) (i32.mul (local.get $kcp) (i32.const ${
+    MR * 4
+  }))))
   (block $done
     (br_if $done (i32.eqz (local.get $kcp)))
     (loop $k
       ${range(4).map(step).join("\n")}
-      (local.set $pa (i32.add (local.get $pa) (i32.const 32)))
-      (local.set $pb (i32.add (local.get $pb) (i32.const 256)))
+      (local.set $pa (i32.add (local.get $pa) (i32.const ${16 * MR})))
+      (local.set $pb (i32.add (local.get $pb) (i32.const ${16 * NR})))
       (br_if $k (i32.lt_u (local.get $pa) (local.get $end)))))
   (if (i32.and (i32.eq (local.get $mr) (i32.const ${MR})) (i32.eq (local.get $nr) (i32.const ${NR})))
     (then
+      (local.set $r0 (local.get $c))
+      ${
+    range(MR).slice(1).map((r) =>
+      `(local.set $r${r} (i32.add (local.get $r${r - 1}) (local.get $ldc)))`
+    ).join("\n")
+  }
       (if (local.get $add)
         (then
           ${
     all.map(([r, c]) =>
-      `(v128.store ${cAddr(r, c)} (f32x4.add (v128.load ${
-        cAddr(r, c)
-      }) (local.get ${acc(r, c)})))`
+      `(v128.store offset=${c * 16} ${row(r)} (f32x4.add (v128.load offset=${
+        c * 16
+      } ${row(r)}) (local.get ${acc(r, c)})))`
     ).join("\n")
   })
         (else
           ${
-    all.map(([r, c]) => `(v128.store ${cAddr(r, c)} (local.get ${acc(r, c)}))`)
-      .join("\n")
+    all.map(([r, c]) =>
+      `(v128.store offset=${c * 16} ${row(r)} (local.get ${acc(r, c)}))`
+    ).join("\n")
   }))
       (return)))
   ;; Partial tile: spill the accumulators, then copy only the valid elements.
   ${
     all.map(([r, c]) =>
-      `(v128.store offset=${r * 64 + c * 16} (local.get $tile) (local.get ${
-        acc(r, c)
-      }))`
+      `(v128.store offset=${
+        (r * NR + c * 4) * 4
+      } (local.get $tile) (local.get ${acc(r, c)}))`
     ).join("\n")
   }
   (local.set $i (i32.const 0))
@@ -149,7 +176,7 @@ function microKernel(v: WasmVariant): string {
     (loop $cols
       (local.set $p (i32.add (local.get $c) (i32.shl (local.get $j) (i32.const 2))))
       (local.set $s (f32.load (i32.add (local.get $tile)
-        (i32.shl (i32.add (i32.shl (local.get $i) (i32.const 4)) (local.get $j)) (i32.const 2)))))
+        (i32.shl (i32.add (i32.mul (local.get $i) (i32.const ${NR})) (local.get $j)) (i32.const 2)))))
       (if (local.get $add)
         (then (local.set $s (f32.add (local.get $s) (f32.load (local.get $p))))))
       (f32.store (local.get $p) (local.get $s))
@@ -162,76 +189,83 @@ function microKernel(v: WasmVariant): string {
 
 /**
  * Packs `mc` rows × `kc` columns of A (element (i,k) at `src + i·rs + k·cs`)
- * into 2-row panels: panel q holds (A[2q,k], A[2q+1,k]) for k < kcp, zero
- * past `kc` and past `mc`.
+ * into `mr`-row panels: panel q holds (A[mr·q + r, k])_r for k < kcp, zero
+ * past `kc` and past `mc`. Full panels copy `mr` rows per k, unrolled.
  */
-const packA = `
-(func $packA (param $src i32) (param $rs i32) (param $cs i32) (param $kc i32)
+function packA(mr: number): string {
+  const rowPtr = (r: number) => `$p${r}`;
+  return `
+(func $packA_${mr} (param $src i32) (param $rs i32) (param $cs i32) (param $kc i32)
   (param $kcp i32) (param $mc i32) (param $dst i32)
-  (local $i i32) (local $p0 i32) (local $p1 i32) (local $kk i32) (local $r0 v128) (local $r1 v128)
+  (local $i i32) (local $kk i32) (local $r i32) (local $off i32)
+  ${locals(range(mr).map(rowPtr), "i32")}
   (block $end (loop $panels
     (br_if $end (i32.ge_u (local.get $i) (local.get $mc)))
     (local.set $p0 (i32.add (local.get $src) (i32.mul (local.get $i) (local.get $rs))))
-    (local.set $p1 (i32.add (local.get $p0) (local.get $rs)))
+    ${
+    range(mr).slice(1).map((r) =>
+      `(local.set ${rowPtr(r)} (i32.add (local.get ${
+        rowPtr(r - 1)
+      }) (local.get $rs)))`
+    ).join("\n    ")
+  }
     (local.set $kk (i32.const 0))
-    (if (i32.lt_u (i32.add (local.get $i) (i32.const 1)) (local.get $mc))
+    (if (i32.le_u (i32.add (local.get $i) (i32.const ${mr})) (local.get $mc))
       (then
-        ;; Rows contiguous in k: interleave four k at a time.
-        (if (i32.eq (local.get $cs) (i32.const 4))
-          (then
-            (block $vend (loop $vec
-              (br_if $vend (i32.gt_u (i32.add (local.get $kk) (i32.const 4)) (local.get $kc)))
-              (local.set $r0 (v128.load (i32.add (local.get $p0) (i32.shl (local.get $kk) (i32.const 2)))))
-              (local.set $r1 (v128.load (i32.add (local.get $p1) (i32.shl (local.get $kk) (i32.const 2)))))
-              (v128.store (local.get $dst)
-                (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $r0) (local.get $r1)))
-              (v128.store offset=16 (local.get $dst)
-                (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $r0) (local.get $r1)))
-              (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
-              (local.set $kk (i32.add (local.get $kk) (i32.const 4)))
-              (br $vec)))))
-        ;; A stored transposed (rows adjacent): each k is one 8-byte copy.
-        (if (i32.and (i32.eq (local.get $rs) (i32.const 4)) (i32.ne (local.get $cs) (i32.const 4)))
-          (then
-            (block $tend (loop $tra
-              (br_if $tend (i32.ge_u (local.get $kk) (local.get $kc)))
-              (i64.store (local.get $dst) (i64.load (local.get $p0)))
-              (local.set $p0 (i32.add (local.get $p0) (local.get $cs)))
-              (local.set $dst (i32.add (local.get $dst) (i32.const 8)))
-              (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
-              (br $tra)))))
-        (block $send (loop $sca
-          (br_if $send (i32.ge_u (local.get $kk) (local.get $kc)))
-          (f32.store (local.get $dst)
-            (f32.load (i32.add (local.get $p0) (i32.mul (local.get $kk) (local.get $cs)))))
-          (f32.store offset=4 (local.get $dst)
-            (f32.load (i32.add (local.get $p1) (i32.mul (local.get $kk) (local.get $cs)))))
-          (local.set $dst (i32.add (local.get $dst) (i32.const 8)))
+        (local.set $off (i32.const 0))
+        (block $fend (loop $full
+          (br_if $fend (i32.ge_u (local.get $kk) (local.get $kc)))
+          ${
+    range(mr).map((r) =>
+      `(f32.store offset=${
+        r * 4
+      } (local.get $dst) (f32.load (i32.add (local.get ${
+        rowPtr(r)
+      }) (local.get $off))))`
+    ).join("\n          ")
+  }
+          (local.set $off (i32.add (local.get $off) (local.get $cs)))
+          (local.set $dst (i32.add (local.get $dst) (i32.const ${mr * 4})))
           (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
-          (br $sca))))
+          (br $full))))
       (else
+        ;; Last, partial panel: rows past mc read as zero.
         (block $lend (loop $last
           (br_if $lend (i32.ge_u (local.get $kk) (local.get $kc)))
-          (f32.store (local.get $dst)
-            (f32.load (i32.add (local.get $p0) (i32.mul (local.get $kk) (local.get $cs)))))
-          (f32.store offset=4 (local.get $dst) (f32.const 0))
-          (local.set $dst (i32.add (local.get $dst) (i32.const 8)))
+          (local.set $r (i32.const 0))
+          (loop $rows
+            (f32.store (local.get $dst)
+              (if (result f32) (i32.lt_u (i32.add (local.get $i) (local.get $r)) (local.get $mc))
+                (then (f32.load (i32.add (i32.add (local.get $p0) (i32.mul (local.get $r) (local.get $rs)))
+                  (i32.mul (local.get $kk) (local.get $cs)))))
+                (else (f32.const 0))))
+            (local.set $dst (i32.add (local.get $dst) (i32.const 4)))
+            (local.set $r (i32.add (local.get $r) (i32.const 1)))
+            (br_if $rows (i32.lt_u (local.get $r) (i32.const ${mr}))))
           (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
           (br $last)))))
     (memory.fill (local.get $dst) (i32.const 0)
-      (i32.shl (i32.sub (local.get $kcp) (local.get $kc)) (i32.const 3)))
+      (i32.mul (i32.sub (local.get $kcp) (local.get $kc)) (i32.const ${
+    mr * 4
+  })))
     (local.set $dst (i32.add (local.get $dst)
-      (i32.shl (i32.sub (local.get $kcp) (local.get $kc)) (i32.const 3))))
-    (local.set $i (i32.add (local.get $i) (i32.const ${MR})))
+      (i32.mul (i32.sub (local.get $kcp) (local.get $kc)) (i32.const ${
+    mr * 4
+  }))))
+    (local.set $i (i32.add (local.get $i) (i32.const ${mr})))
     (br $panels))))`;
+}
 
 /**
  * Packs `kc` rows × `nc` columns of B (element (k,j) at `src + k·rs + j·cs`)
- * into 16-column panels: panel p holds B[k, 16p..16p+15] for k < kcp, zero
- * past `kc` and past `nc`.
+ * into `nr`-column panels: panel p holds B[k, nr·p .. nr·p + nr − 1] for
+ * k < kcp, zero past `kc` and past `nc`.
  */
-const packB = `
-(func $packB (param $src i32) (param $rs i32) (param $cs i32) (param $kc i32)
+function packB(nr: number): string {
+  const NV = nr / 4;
+  const rowBytes = nr * 4;
+  return `
+(func $packB_${nr} (param $src i32) (param $rs i32) (param $cs i32) (param $kc i32)
   (param $kcp i32) (param $nc i32) (param $dst i32)
   (local $j i32) (local $nr i32) (local $kk i32) (local $jj i32) (local $p i32) (local $q i32) (local $c0 i32)
   (local $r0 v128) (local $r1 v128) (local $r2 v128) (local $r3 v128)
@@ -239,32 +273,35 @@ const packB = `
   (block $end (loop $panels
     (br_if $end (i32.ge_u (local.get $j) (local.get $nc)))
     (local.set $nr (i32.sub (local.get $nc) (local.get $j)))
-    (if (i32.gt_u (local.get $nr) (i32.const ${NR})) (then (local.set $nr (i32.const ${NR}))))
+    (if (i32.gt_u (local.get $nr) (i32.const ${nr})) (then (local.set $nr (i32.const ${nr}))))
     (local.set $p (i32.add (local.get $src) (i32.mul (local.get $j) (local.get $cs))))
-    (if (i32.and (i32.eq (local.get $cs) (i32.const 4)) (i32.eq (local.get $nr) (i32.const ${NR})))
+    (if (i32.and (i32.eq (local.get $cs) (i32.const 4)) (i32.eq (local.get $nr) (i32.const ${nr})))
       (then
-        ;; Full panel of rows contiguous in j: four vector copies per k.
+        ;; Full panel of rows contiguous in j: vector copies per k.
         (local.set $q (local.get $dst))
         (local.set $kk (i32.const 0))
         (block $vend (loop $vec
           (br_if $vend (i32.ge_u (local.get $kk) (local.get $kc)))
-          (v128.store (local.get $q) (v128.load (local.get $p)))
-          (v128.store offset=16 (local.get $q) (v128.load offset=16 (local.get $p)))
-          (v128.store offset=32 (local.get $q) (v128.load offset=32 (local.get $p)))
-          (v128.store offset=48 (local.get $q) (v128.load offset=48 (local.get $p)))
+          ${
+    range(NV).map((c) =>
+      `(v128.store offset=${c * 16} (local.get $q) (v128.load offset=${
+        c * 16
+      } (local.get $p)))`
+    ).join("\n          ")
+  }
           (local.set $p (i32.add (local.get $p) (local.get $rs)))
-          (local.set $q (i32.add (local.get $q) (i32.const 64)))
+          (local.set $q (i32.add (local.get $q) (i32.const ${rowBytes})))
           (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
           (br $vec)))
         (memory.fill (local.get $q) (i32.const 0)
-          (i32.shl (i32.sub (local.get $kcp) (local.get $kc)) (i32.const 6))))
-      (else (if (i32.and (i32.eq (local.get $rs) (i32.const 4)) (i32.eq (local.get $nr) (i32.const ${NR})))
+          (i32.mul (i32.sub (local.get $kcp) (local.get $kc)) (i32.const ${rowBytes}))))
+      (else (if (i32.and (i32.eq (local.get $rs) (i32.const 4)) (i32.eq (local.get $nr) (i32.const ${nr})))
       (then
         ;; Full panel of B stored transposed (columns contiguous in k):
         ;; 4×4 blocks transposed in registers, then the k tail element-wise.
         (local.set $jj (i32.const 0))
         (block $tjend (loop $tcols
-          (br_if $tjend (i32.ge_u (local.get $jj) (i32.const ${NR})))
+          (br_if $tjend (i32.ge_u (local.get $jj) (i32.const ${nr})))
           (local.set $c0 (i32.add (local.get $p) (i32.mul (local.get $jj) (local.get $cs))))
           (local.set $q (i32.add (local.get $dst) (i32.shl (local.get $jj) (i32.const 2))))
           (local.set $kk (i32.const 0))
@@ -280,14 +317,14 @@ const packB = `
             (local.set $t3 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $r2) (local.get $r3)))
             (v128.store (local.get $q)
               (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $t0) (local.get $t1)))
-            (v128.store offset=64 (local.get $q)
+            (v128.store offset=${rowBytes} (local.get $q)
               (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $t0) (local.get $t1)))
-            (v128.store offset=128 (local.get $q)
+            (v128.store offset=${2 * rowBytes} (local.get $q)
               (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $t2) (local.get $t3)))
-            (v128.store offset=192 (local.get $q)
+            (v128.store offset=${3 * rowBytes} (local.get $q)
               (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $t2) (local.get $t3)))
             (local.set $c0 (i32.add (local.get $c0) (i32.const 16)))
-            (local.set $q (i32.add (local.get $q) (i32.const 256)))
+            (local.set $q (i32.add (local.get $q) (i32.const ${4 * rowBytes})))
             (local.set $kk (i32.add (local.get $kk) (i32.const 4)))
             (br $tks)))
           (block $tsend (loop $tsca
@@ -297,16 +334,16 @@ const packB = `
             (f32.store offset=8 (local.get $q) (f32.load (i32.add (local.get $c0) (i32.shl (local.get $cs) (i32.const 1)))))
             (f32.store offset=12 (local.get $q) (f32.load (i32.add (local.get $c0) (i32.mul (local.get $cs) (i32.const 3)))))
             (local.set $c0 (i32.add (local.get $c0) (i32.const 4)))
-            (local.set $q (i32.add (local.get $q) (i32.const 64)))
+            (local.set $q (i32.add (local.get $q) (i32.const ${rowBytes})))
             (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
             (br $tsca)))
           (local.set $jj (i32.add (local.get $jj) (i32.const 4)))
           (br $tcols)))
-        (memory.fill (i32.add (local.get $dst) (i32.shl (local.get $kc) (i32.const 6))) (i32.const 0)
-          (i32.shl (i32.sub (local.get $kcp) (local.get $kc)) (i32.const 6))))
+        (memory.fill (i32.add (local.get $dst) (i32.mul (local.get $kc) (i32.const ${rowBytes}))) (i32.const 0)
+          (i32.mul (i32.sub (local.get $kcp) (local.get $kc)) (i32.const ${rowBytes}))))
       (else
         ;; Any other layout: zero the panel, then copy column by column.
-        (memory.fill (local.get $dst) (i32.const 0) (i32.shl (local.get $kcp) (i32.const 6)))
+        (memory.fill (local.get $dst) (i32.const 0) (i32.mul (local.get $kcp) (i32.const ${rowBytes})))
         (local.set $jj (i32.const 0))
         (block $cend (loop $cols
           (br_if $cend (i32.ge_u (local.get $jj) (local.get $nr)))
@@ -316,34 +353,35 @@ const packB = `
             (br_if $kend (i32.ge_u (local.get $kk) (local.get $kc)))
             (f32.store (local.get $q)
               (f32.load (i32.add (local.get $p) (i32.mul (local.get $kk) (local.get $rs)))))
-            (local.set $q (i32.add (local.get $q) (i32.const 64)))
+            (local.set $q (i32.add (local.get $q) (i32.const ${rowBytes})))
             (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
             (br $ks)))
           (local.set $p (i32.add (local.get $p) (local.get $cs)))
           (local.set $jj (i32.add (local.get $jj) (i32.const 1)))
           (br $cols)))))))
-    (local.set $dst (i32.add (local.get $dst) (i32.shl (local.get $kcp) (i32.const 6))))
-    (local.set $j (i32.add (local.get $j) (i32.const ${NR})))
+    (local.set $dst (i32.add (local.get $dst) (i32.mul (local.get $kcp) (i32.const ${rowBytes}))))
+    (local.set $j (i32.add (local.get $j) (i32.const ${nr})))
     (br $panels))))`;
-
-/** Bytes of workspace `matmul` needs for `n` columns of C. */
-const matmulWorkBytes = `
-(func $matmul_work_bytes (export "matmul_work_bytes") (param $n i32) (result i32)
-  (if (i32.gt_u (local.get $n) (i32.const ${NC})) (then (local.set $n (i32.const ${NC}))))
-  (i32.add (i32.const ${MR * NR * 4 + MC * KC * 4})
-    (i32.mul (i32.and (i32.add (local.get $n) (i32.const ${
-  NR - 1
-})) (i32.const ${-NR}))
-      (i32.const ${KC * 4}))))`;
+}
 
 /**
- * C[M,N] (+)= op(A)·op(B); flags bit 0: A is stored K×M (transposed), bit 1:
- * B is stored N×K, bit 2: accumulate into C. Leading dimensions in elements.
+ * C[M,N] (+)= op(A)·op(B) on one tile shape, with the cache blocking given
+ * at run time: `$mcb` rows of A (a multiple of mr), `$kcb` depth (a multiple
+ * of 4) and `$ncb` columns of B (a multiple of nr) per packed block. Flags bit
+ * 0: A is stored K×M (transposed), bit 1: B is stored N×K, bit 2: accumulate
+ * into C. Leading dimensions in elements. The workspace `$work` holds the
+ * spill tile (mr·nr floats), the packed A block (mcb·kcb) and the packed B
+ * block (ncb·kcb), in that order.
  */
-const matmul = `
-(func (export "matmul") (param $a i32) (param $b i32) (param $c i32)
+function matmul(t: MatmulTile): string {
+  const { mr: MR, nr: NR } = t;
+  return `
+(func (export "matmul_${
+    tileName(t)
+  }") (param $a i32) (param $b i32) (param $c i32)
   (param $m i32) (param $n i32) (param $k i32)
   (param $lda i32) (param $ldb i32) (param $ldc i32) (param $flags i32) (param $work i32)
+  (param $mcb i32) (param $kcb i32) (param $ncb i32)
   (local $rsA i32) (local $csA i32) (local $rsB i32) (local $csB i32)
   (local $tile i32) (local $pA i32) (local $pB i32)
   (local $jc i32) (local $nc i32) (local $pc i32) (local $kc i32) (local $kcp i32)
@@ -352,7 +390,7 @@ const matmul = `
   (if (i32.or (i32.eqz (local.get $m)) (i32.eqz (local.get $n))) (then (return)))
   (local.set $tile (local.get $work))
   (local.set $pA (i32.add (local.get $work) (i32.const ${MR * NR * 4})))
-  (local.set $pB (i32.add (local.get $pA) (i32.const ${MC * KC * 4})))
+  (local.set $pB (i32.add (local.get $pA) (i32.shl (i32.mul (local.get $mcb) (local.get $kcb)) (i32.const 2))))
   (if (i32.and (local.get $flags) (i32.const 1))
     (then (local.set $rsA (i32.const 4)) (local.set $csA (i32.shl (local.get $lda) (i32.const 2))))
     (else (local.set $rsA (i32.shl (local.get $lda) (i32.const 2))) (local.set $csA (i32.const 4))))
@@ -362,14 +400,14 @@ const matmul = `
   (local.set $ldc (i32.shl (local.get $ldc) (i32.const 2)))
   (loop $jloop
     (local.set $nc (i32.sub (local.get $n) (local.get $jc)))
-    (if (i32.gt_u (local.get $nc) (i32.const ${NC})) (then (local.set $nc (i32.const ${NC}))))
+    (if (i32.gt_u (local.get $nc) (local.get $ncb)) (then (local.set $nc (local.get $ncb))))
     (local.set $pc (i32.const 0))
     ;; Runs at least once so that K = 0 still writes C = 0 (or leaves C += 0).
     (loop $ploop
       (local.set $kc (i32.sub (local.get $k) (local.get $pc)))
-      (if (i32.gt_u (local.get $kc) (i32.const ${KC})) (then (local.set $kc (i32.const ${KC}))))
+      (if (i32.gt_u (local.get $kc) (local.get $kcb)) (then (local.set $kc (local.get $kcb))))
       (local.set $kcp (i32.and (i32.add (local.get $kc) (i32.const 3)) (i32.const -4)))
-      (call $packB
+      (call $packB_${NR}
         (i32.add (local.get $b) (i32.add (i32.mul (local.get $pc) (local.get $rsB))
           (i32.mul (local.get $jc) (local.get $csB))))
         (local.get $rsB) (local.get $csB) (local.get $kc) (local.get $kcp) (local.get $nc) (local.get $pB))
@@ -378,8 +416,8 @@ const matmul = `
       (local.set $ic (i32.const 0))
       (loop $iloop
         (local.set $mc (i32.sub (local.get $m) (local.get $ic)))
-        (if (i32.gt_u (local.get $mc) (i32.const ${MC})) (then (local.set $mc (i32.const ${MC}))))
-        (call $packA
+        (if (i32.gt_u (local.get $mc) (local.get $mcb)) (then (local.set $mc (local.get $mcb))))
+        (call $packA_${MR}
           (i32.add (local.get $a) (i32.add (i32.mul (local.get $ic) (local.get $rsA))
             (i32.mul (local.get $pc) (local.get $csA))))
           (local.get $rsA) (local.get $csA) (local.get $kc) (local.get $kcp) (local.get $mc) (local.get $pA))
@@ -391,7 +429,7 @@ const matmul = `
           (loop $irloop
             (local.set $mr (i32.sub (local.get $mc) (local.get $ir)))
             (if (i32.gt_u (local.get $mr) (i32.const ${MR})) (then (local.set $mr (i32.const ${MR}))))
-            (call $ukr
+            (call $ukr_${tileName(t)}
               (i32.add (local.get $pA) (i32.mul (local.get $ir) (i32.shl (local.get $kcp) (i32.const 2))))
               (i32.add (local.get $pB) (i32.mul (local.get $jr) (i32.shl (local.get $kcp) (i32.const 2))))
               (local.get $kcp)
@@ -403,12 +441,25 @@ const matmul = `
             (br_if $irloop (i32.lt_u (local.get $ir) (local.get $mc))))
           (local.set $jr (i32.add (local.get $jr) (i32.const ${NR})))
           (br_if $jrloop (i32.lt_u (local.get $jr) (local.get $nc))))
-        (local.set $ic (i32.add (local.get $ic) (i32.const ${MC})))
+        (local.set $ic (i32.add (local.get $ic) (local.get $mcb)))
         (br_if $iloop (i32.lt_u (local.get $ic) (local.get $m))))
-      (local.set $pc (i32.add (local.get $pc) (i32.const ${KC})))
+      (local.set $pc (i32.add (local.get $pc) (local.get $kcb)))
       (br_if $ploop (i32.lt_u (local.get $pc) (local.get $k))))
-    (local.set $jc (i32.add (local.get $jc) (i32.const ${NC})))
+    (local.set $jc (i32.add (local.get $jc) (local.get $ncb)))
     (br_if $jloop (i32.lt_u (local.get $jc) (local.get $n)))))`;
+}
+
+/** Every tile's micro-kernel, A and B packers (shared by tile width/height) and driver. */
+function matmulKernels(v: WasmVariant): string {
+  const mrs = [...new Set(MATMUL_TILES.map((t) => t.mr))];
+  const nrs = [...new Set(MATMUL_TILES.map((t) => t.nr))];
+  return lines([
+    ...MATMUL_TILES.map((t) => microKernel(v, t)),
+    ...mrs.map(packA),
+    ...nrs.map(packB),
+    ...MATMUL_TILES.map(matmul),
+  ]);
+}
 
 /**
  * y[n] (+)= Σ_k W[n,k]·x[k] for row-major W (leading dimension `ldw`
@@ -1915,11 +1966,7 @@ export function kernelsWat(variant: WasmVariant): string {
   (type $tile_t (func (param i32 i32 i32 i32 i32 i32 i32 f32 i32 i32)))
   (table ${tiles.length} funcref)
   (elem (i32.const 0) ${tiles.map(([r, t]) => `$tmm_${r}_${t}`).join(" ")})
-${microKernel(variant)}
-${packA}
-${packB}
-${matmulWorkBytes}
-${matmul}
+${matmulKernels(variant)}
 ${matvec(variant)}
 ${tiles.map(([r, t]) => ternaryTile(variant, r, t)).join("\n")}
 ${ternaryMatmul}

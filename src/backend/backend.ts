@@ -7,7 +7,8 @@
  *
  * Conventions, for every implementation:
  * - tensors are flat, row-major f32 (token ids i32); shapes travel as explicit
- *   arguments (the `*Shape` types of the reference ops);
+ *   arguments (the `*Shape` types of `./shapes.ts`, whose validators every
+ *   implementation and the reference ops share);
  * - every kernel writes into an output tensor the caller allocated; a
  *   `*Backward` kernel ADDS into its gradient outputs (zero them first), so
  *   gradients of a value used twice accumulate without extra buffers;
@@ -18,23 +19,32 @@
  * @module
  */
 import type {
+  Activation,
+  AdamWStep,
   AttentionShape,
   CrossEntropyShape,
   EmbeddingShape,
+  FakeQuantOptions,
+  MatmulOptions,
   NormShape,
   RopeShape,
   WeightQuantMode,
-} from "./reference/mod.ts";
+} from "./shapes.ts";
 
 export type {
+  Activation,
+  AdamWStep,
   AttentionShape,
   CrossEntropyShape,
   EmbeddingShape,
+  FakeQuantOptions,
+  MatmulOptions,
   NormShape,
   RopeShape,
   RopeStyle,
   WeightQuantMode,
-} from "./reference/mod.ts";
+} from "./shapes.ts";
+export { checkAdamWStep } from "./shapes.ts";
 
 /** A tensor owned by a backend: a handle to its storage plus its element count. */
 export interface Tensor {
@@ -43,83 +53,6 @@ export interface Tensor {
   /** Number of elements. */
   readonly size: number;
 }
-
-/** `C (+)= op(A) · op(B)` with op = identity or transpose; C is `[m, n]`, the inner size `k`. */
-export interface MatmulOptions {
-  /** Rows of C. */
-  readonly m: number;
-  /** Columns of C. */
-  readonly n: number;
-  /** Inner dimension. */
-  readonly k: number;
-  /** A is stored `[k, m]` and used transposed. */
-  readonly transA?: boolean;
-  /** B is stored `[n, k]` and used transposed (a PyTorch `[out, in]` weight). */
-  readonly transB?: boolean;
-  /** Add into C instead of overwriting it. */
-  readonly accumulate?: boolean;
-}
-
-/** Fake quantization of a `[rows, cols]` tensor blended with the STE: `x + λ(Q(x) − x)`. */
-export interface FakeQuantOptions {
-  /** Rows (output channels of a weight, tokens of an activation). */
-  readonly rows: number;
-  /** Columns. */
-  readonly cols: number;
-  /** λ ∈ [0, 1]: 0 is full precision, 1 the hard quantizer. */
-  readonly lambda: number;
-  /** Ternary weights only: the dynamic-threshold variant (Δ = 0.7·mean|W|). */
-  readonly dynamicThreshold?: boolean;
-}
-
-/** One AdamW step's hyper-parameters (PyTorch order; see `adamwStep`). */
-export interface AdamWStep {
-  /** Learning rate. */
-  readonly lr: number;
-  /** First-moment decay. */
-  readonly beta1: number;
-  /** Second-moment decay. */
-  readonly beta2: number;
-  /** Denominator ε. */
-  readonly eps: number;
-  /** Decoupled weight decay of this tensor (0 for norms and embeddings). */
-  readonly weightDecay: number;
-  /** Step number, 1 for the first. */
-  readonly step: number;
-}
-
-/**
- * Checks one AdamW step's settings and the clipping limit, throwing a
- * `RangeError` naming the field: β1, β2 in [0, 1); lr, ε and weight decay
- * finite and ≥ 0; step an integer ≥ 1; maxNorm > 0 (`Infinity`: no clipping).
- */
-export function checkAdamWStep(hyper: AdamWStep, maxNorm: number): void {
-  for (const key of ["beta1", "beta2"] as const) {
-    const b = hyper[key];
-    if (!(b >= 0 && b < 1)) {
-      throw new RangeError(`hyper.${key} must lie in [0, 1), got ${b}`);
-    }
-  }
-  for (const key of ["lr", "eps", "weightDecay"] as const) {
-    const x = hyper[key];
-    if (!(x >= 0 && Number.isFinite(x))) {
-      throw new RangeError(`hyper.${key} must be finite and ≥ 0, got ${x}`);
-    }
-  }
-  if (!Number.isInteger(hyper.step) || hyper.step < 1) {
-    throw new RangeError(
-      `hyper.step must be an integer ≥ 1, got ${hyper.step}`,
-    );
-  }
-  if (!(maxNorm > 0)) {
-    throw new RangeError(
-      `maxNorm must be > 0 (Infinity: no clipping), got ${maxNorm}`,
-    );
-  }
-}
-
-/** The element-wise activations with a forward and a backward kernel. */
-export type Activation = "silu" | "relu2";
 
 /** The compute engine. See the module documentation for the conventions. */
 export interface Backend {
@@ -160,6 +93,20 @@ export interface Backend {
 
   /** `C (+)= op(A) · op(B)`. */
   matmul(a: Tensor, b: Tensor, c: Tensor, options: MatmulOptions): void;
+  /**
+   * Optional integer form of a BitLinear forward at λ = 1: `y ← xq · wqᵀ`
+   * (`xq` rows × k, `wq` n × k, `y` rows × n) where `xq` is the output of
+   * {@link fakeQuantActivations} at λ = 1 and every element of `wq` is −a, 0
+   * or +a for one a ≥ 0 (ternary or binary at λ = 1), computed as int8 ×
+   * ternary products rescaled by the two scales. Agrees with `matmul` to
+   * float rounding; throws if `wq` is not of that form.
+   */
+  ternaryLinear?(
+    xq: Tensor,
+    wq: Tensor,
+    y: Tensor,
+    shape: { readonly rows: number; readonly k: number; readonly n: number },
+  ): void;
 
   /** Weight fake-quant per mode (ternary absmean, binary, eightbit per row, f16), blended by λ. */
   fakeQuantWeights(

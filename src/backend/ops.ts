@@ -38,7 +38,9 @@ export interface BitLinearOptions {
 /**
  * BitLinear with the straight-through estimator: `x̃ = x + λ_a(Q_a(x) − x)`,
  * `W̃ = W + λ_w(Q_w(W) − W)`, `y = x̃ · W̃ᵀ`; backward passes straight through
- * the quantizers: `dx += dy · W̃`, `dW += dyᵀ · x̃`.
+ * the quantizers: `dx += dy · W̃`, `dW += dyᵀ · x̃`. At λ_a = λ_w = 1 with
+ * ternary or binary weights the forward product runs in integers where the
+ * backend offers `ternaryLinear`; backward stays in f32.
  */
 export function bitLinear(
   tape: Tape,
@@ -64,7 +66,13 @@ export function bitLinear(
     });
   }
   const y = tape.output(rows * n, [x, w]);
-  b.matmul(xq, wq, y.value, { m: rows, n, k, transB: true });
+  if (
+    b.ternaryLinear !== undefined && o.lambdaA === 1 && o.lambdaW === 1 &&
+    (o.mode === "ternary" || o.mode === "binary")
+  ) {
+    // Hard quantization: the product is int8 × ternary, exactly.
+    b.ternaryLinear(xq, wq, y.value, { rows, k, n });
+  } else b.matmul(xq, wq, y.value, { m: rows, n, k, transB: true });
   tape.record([x, w], () => {
     const dy = tape.grad(y);
     if (x.requiresGrad) {

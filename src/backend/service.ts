@@ -23,9 +23,28 @@ export const ComputeBackendBase: Context.ServiceClass<
   Backend
 > = Context.Service<ComputeBackend, Backend>()("ternary/ComputeBackend");
 
-const cpuBackend: Effect.Effect<Backend> = Effect.promise(() =>
-  CpuBackend.create()
-);
+/** Options of the CPU backend layer. */
+export interface CpuLayerOptions {
+  /**
+   * Threads the matmuls run on (default: every core the engine reports);
+   * results are bit-identical for any count.
+   */
+  readonly threads?: number;
+}
+
+/** A CPU backend whose worker threads stop when the current scope closes. */
+function cpuBackend(
+  options: CpuLayerOptions = {},
+): Effect.Effect<Backend, never, Scope.Scope> {
+  return Effect.acquireRelease(
+    Effect.promise(() =>
+      CpuBackend.create({
+        threads: options.threads ?? navigator.hardwareConcurrency ?? 1,
+      })
+    ),
+    (backend) => Effect.sync(() => backend.close()),
+  );
+}
 
 /**
  * A WebGPU backend on a device acquired in the current scope; the backend's
@@ -48,11 +67,16 @@ function webgpuBackend(
  * implementation (and, for WebGPU, which adapter) was chosen.
  */
 export class ComputeBackend extends ComputeBackendBase {
-  /** The CPU backend (WebAssembly SIMD kernels). */
+  /** The CPU backend (WebAssembly SIMD kernels) on every core. */
   static readonly cpu: Layer.Layer<ComputeBackend> = Layer.effect(
     ComputeBackend,
-    cpuBackend,
+    cpuBackend(),
   );
+
+  /** The CPU backend with `options` (e.g. `threads`); workers stop with the layer's scope. */
+  static cpuWith(options: CpuLayerOptions): Layer.Layer<ComputeBackend> {
+    return Layer.effect(ComputeBackend, cpuBackend(options));
+  }
 
   /**
    * The WebGPU backend on the adapter `options` select; fails with
@@ -76,7 +100,7 @@ export class ComputeBackend extends ComputeBackendBase {
       Effect.catchTag("GpuUnavailableError", (error) =>
         Effect.logInfo(
           `ComputeBackend.auto: using the cpu backend, WebGPU is unavailable (${error.reason}): ${error.message}`,
-        ).pipe(Effect.andThen(cpuBackend))),
+        ).pipe(Effect.andThen(cpuBackend()))),
     ),
   );
 }

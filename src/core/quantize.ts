@@ -20,26 +20,30 @@
  *
  * @module
  */
-import type { QuantMode } from "../common/quant_mode.ts";
-import { roundToF16 } from "./f16.ts";
+import {
+  absMean,
+  binaryCode,
+  channelCode,
+  channelStep,
+  checkMatrix,
+  dynamicThresholdInto,
+  outFor,
+  QUANT_EPS,
+  ternaryCode,
+  tokenCode,
+  tokenScale,
+} from "../backend/numeric.ts";
 
-/**
- * ε of BitNet b1.58: the ternary divisor is `γ + ε`, and the per-token and
- * per-channel int8 quantizers clamp a row's `max|·|` below by ε, so all-zero
- * input gives finite scales and zero codes instead of NaN.
- */
-export const QUANT_EPS: number = 1e-5;
-
-const F32_MAX = 3.4028234663852886e38;
-/**
- * The largest f32 step s with `127 · s ≤ F32_MAX`: `fround(F32_MAX / 127)` rounds
- * up, and a row whose absmax is within an ulp of F32_MAX would dequantize to ∞.
- */
-const MAX_STEP: number = (() => {
-  const b = Float32Array.of(F32_MAX / 127);
-  if (127 * b[0] > F32_MAX) new Uint32Array(b.buffer)[0]--; // next f32 towards 0
-  return b[0];
-})();
+// The fake quantizers and the rounding primitives live below the backend, which
+// uses them too; they are part of this module's API.
+export {
+  f16Round,
+  fakeQuantizeActivations,
+  type FakeQuantizeOptions,
+  fakeQuantizeWeights,
+  QUANT_EPS,
+  roundHalfEven,
+} from "../backend/numeric.ts";
 
 /** Codes in {−1, 0, +1} (ternary) or {−1, +1} (binary) with one scale per tensor. */
 export interface PerTensorCodes {
@@ -80,23 +84,6 @@ export interface Int8PerToken {
   readonly cols: number;
 }
 
-/** Options of {@link fakeQuantizeWeights}. */
-export interface FakeQuantizeOptions {
-  /** For `"ternary"`: use {@link dynamicThresholdTernary} instead of {@link absmeanTernary}. */
-  readonly dynamicThreshold?: boolean;
-}
-
-/**
- * Rounds to the nearest integer, ties to even: `roundHalfEven(2.5) = 2`,
- * `roundHalfEven(-1.5) = -2`, `roundHalfEven(0.5) = 0`. Symmetric, so every
- * quantizer here satisfies `Q(−w) = −Q(w)`. Inputs in [−0.5, 0) give −0.
- */
-export function roundHalfEven(v: number): number {
-  const r = Math.round(v); // ties towards +∞
-  // r − v is exact (both are within 0.5 of each other), so a tie is detected exactly.
-  return r - v === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
-
 /**
  * BitNet b1.58 absmean ternary quantizer:
  * `γ = fround(mean|w|)`, `q_i = clamp(roundHalfEven(w_i / (γ + ε)), −1, 1)`
@@ -110,7 +97,7 @@ export function roundHalfEven(v: number): number {
  * @throws {RangeError} if `w` holds a non-finite value.
  */
 export function absmeanTernary(w: Float32Array): PerTensorCodes {
-  const gamma = absmean("absmeanTernary", w);
+  const gamma = absMean("absmeanTernary", w);
   const codes = new Int8Array(w.length);
   const d = gamma + QUANT_EPS;
   for (let i = 0; i < w.length; i++) codes[i] = ternaryCode(w[i] / d);
@@ -142,7 +129,7 @@ export function dynamicThresholdTernary(w: Float32Array): PerTensorCodes {
  * @throws {RangeError} if `w` holds a non-finite value.
  */
 export function binarize(w: Float32Array): PerTensorCodes {
-  const gamma = absmean("binarize", w);
+  const gamma = absMean("binarize", w);
   const codes = new Int8Array(w.length);
   for (let i = 0; i < w.length; i++) codes[i] = binaryCode(w[i]);
   return { codes, scale: gamma };
@@ -179,7 +166,7 @@ export function int8PerChannel(
   rows: number,
   cols: number,
 ): Int8PerChannel {
-  checkShape("int8PerChannel", "w", w, rows, cols);
+  checkMatrix("int8PerChannel", "w", w, rows, cols);
   const codes = new Int8Array(w.length);
   const scales = new Float32Array(rows);
   for (let r = 0, off = 0; r < rows; r++, off += cols) {
@@ -223,7 +210,7 @@ export function int8PerToken(
   rows: number,
   cols: number,
 ): Int8PerToken {
-  checkShape("int8PerToken", "x", x, rows, cols);
+  checkMatrix("int8PerToken", "x", x, rows, cols);
   const codes = new Int8Array(x.length);
   const scales = new Float32Array(rows);
   for (let r = 0, off = 0; r < rows; r++, off += cols) {
@@ -250,275 +237,4 @@ export function dequantizeInt8PerToken(
     for (let i = off; i < off + cols; i++) o[i] = codes[i] / s;
   }
   return o;
-}
-
-/**
- * Rounds to the nearest f16 value, ties to even (`Math.f16round` where the
- * engine has it, else the portable `roundToF16` of `./f16.ts`; both give the
- * same results). Magnitudes ≥ 65520 give ±Infinity.
- */
-export const f16Round: (x: number) => number =
-  typeof Math.f16round === "function" ? Math.f16round : roundToF16;
-
-/**
- * The weights the forward pass sees under `mode`, `Q(w)`, without materializing
- * codes (bitwise equal to dequantizing the codes):
- * - `"f16"`: `f16Round(w_i)`;
- * - `"eightbit"`: {@link int8PerChannel} then `q_rc · s_r`;
- * - `"ternary"`: {@link absmeanTernary} (or {@link dynamicThresholdTernary} with
- *   `options.dynamicThreshold`) then `q_i · γ`;
- * - `"binary"`: {@link binarize} then `q_i · γ`.
- *
- * `rows` and `cols` are the matrix shape (only `"eightbit"` depends on it, but
- * it is checked for every mode).
- *
- * @throws {RangeError} if `rows · cols ≠ w.length`, `out` has the wrong length,
- * `w` holds a non-finite value, or (for `"f16"`) a magnitude ≥ 65520.
- */
-export function fakeQuantizeWeights(
-  mode: QuantMode,
-  w: Float32Array,
-  rows: number,
-  cols: number,
-  options: FakeQuantizeOptions = {},
-  out?: Float32Array,
-): Float32Array {
-  const fn = "fakeQuantizeWeights";
-  checkShape(fn, "w", w, rows, cols);
-  const o = outFor(fn, out, w.length);
-  switch (mode) {
-    case "f16": {
-      // Checked before writing, so an in-place call that throws leaves w intact.
-      const m = rowAbsMax(fn, "w", w, 0, w.length);
-      if (m >= 65520) {
-        throw new RangeError(
-          `${fn}: w holds ${m} in magnitude, outside the f16 range (< 65520)`,
-        );
-      }
-      roundArrayToF16(w, o);
-      return o;
-    }
-    case "eightbit":
-      for (let r = 0, off = 0; r < rows; r++, off += cols) {
-        const s = channelStep(fn, w, off, cols);
-        for (let i = off; i < off + cols; i++) o[i] = channelCode(w[i] / s) * s;
-      }
-      return o;
-    case "ternary": {
-      if (options.dynamicThreshold) {
-        // The codes go to o first (exact small integers), then are scaled in place.
-        const scale = dynamicThresholdInto(fn, w, o);
-        for (let i = 0; i < o.length; i++) o[i] *= scale;
-        return o;
-      }
-      const gamma = absmean(fn, w);
-      const d = gamma + QUANT_EPS;
-      for (let i = 0; i < w.length; i++) o[i] = ternaryCode(w[i] / d) * gamma;
-      return o;
-    }
-    case "binary": {
-      const gamma = absmean(fn, w);
-      for (let i = 0; i < w.length; i++) o[i] = binaryCode(w[i]) * gamma;
-      return o;
-    }
-    default:
-      throw new RangeError(`${fn}: unknown mode ${JSON.stringify(mode)}`);
-  }
-}
-
-/**
- * The activations the forward pass sees: per-token int8 quantization
- * ({@link int8PerToken}) followed by dequantization, `out_rc = q_rc / s_r`,
- * bitwise equal to `dequantizeInt8PerToken(int8PerToken(x, rows, cols))`.
- *
- * @throws {RangeError} if `rows · cols ≠ x.length`, `out` has the wrong length,
- * or `x` holds a non-finite value.
- */
-export function fakeQuantizeActivations(
-  x: Float32Array,
-  rows: number,
-  cols: number,
-  out?: Float32Array,
-): Float32Array {
-  const fn = "fakeQuantizeActivations";
-  checkShape(fn, "x", x, rows, cols);
-  const o = outFor(fn, out, x.length);
-  for (let r = 0, off = 0; r < rows; r++, off += cols) {
-    const s = tokenScale(fn, x, off, cols);
-    for (let i = off; i < off + cols; i++) o[i] = tokenCode(x[i] * s) / s;
-  }
-  return o;
-}
-
-// ---------------------------------------------------------------------------
-
-const F16_CHUNK = 8192;
-let f16Scratch: Float16Array | undefined;
-
-/**
- * `o[i] = f16Round(w[i])`. Through a `Float16Array` where the engine has one: its
- * bulk conversion (a single ties-to-even rounding, like `Math.f16round`) measured
- * ~5× faster than calling `Math.f16round` per element.
- */
-function roundArrayToF16(w: Float32Array, o: Float32Array): void {
-  if (typeof Float16Array !== "function") {
-    for (let i = 0; i < w.length; i++) o[i] = f16Round(w[i]);
-    return;
-  }
-  const h = (f16Scratch ??= new Float16Array(F16_CHUNK));
-  for (let off = 0; off < w.length; off += F16_CHUNK) {
-    const end = Math.min(off + F16_CHUNK, w.length);
-    h.set(w.subarray(off, end));
-    o.set(h.subarray(0, end - off), off);
-  }
-}
-
-// The code functions avoid data-dependent branches: on random signs a mispredicted
-// `?:` per element made these loops ~10× slower than the arithmetic forms below.
-
-/** `clamp(roundHalfEven(v), −1, 1)`, written as the two thresholds it reduces to. */
-function ternaryCode(v: number): number {
-  return Number(v > 0.5) - Number(v < -0.5);
-}
-
-/** sign(w) with sign(±0) = +1. */
-function binaryCode(w: number): number {
-  return 1 - 2 * Number(w < 0);
-}
-
-/** 1.5 · 2^52: adding and subtracting it rounds |v| ≤ 2^51 to an integer, ties to even. */
-const RNE_MAGIC = 6755399441055744;
-
-/**
- * `roundHalfEven(v)` for the bounded quotients of the int8 quantizers (|v| ≤ 128
- * by construction of the scales), using the FPU's own round-to-nearest-even.
- */
-function roundBounded(v: number): number {
-  return v + RNE_MAGIC - RNE_MAGIC;
-}
-
-function channelCode(v: number): number {
-  const q = roundBounded(v);
-  return q > 127 ? 127 : q < -127 ? -127 : q; // rarely binds: predictable branches
-}
-
-function tokenCode(v: number): number {
-  const q = roundBounded(v);
-  return q > 127 ? 127 : q < -128 ? -128 : q;
-}
-
-/** `fround(mean|w|)` (0 for empty w), checking that every element is finite. */
-function absmean(fn: string, w: Float32Array): number {
-  let sum = 0;
-  for (let i = 0; i < w.length; i++) sum += Math.abs(w[i]);
-  checkFinite(fn, "w", sum);
-  return w.length === 0 ? 0 : Math.fround(sum / w.length);
-}
-
-/** Writes dynamic-threshold codes into `codes` and returns the scale. */
-function dynamicThresholdInto(
-  fn: string,
-  w: Float32Array,
-  codes: Int8Array | Float32Array,
-): number {
-  let sum = 0;
-  for (let i = 0; i < w.length; i++) sum += Math.abs(w[i]);
-  checkFinite(fn, "w", sum);
-  const delta = w.length === 0 ? 0 : 0.7 * (sum / w.length);
-  let kept = 0;
-  let n = 0;
-  for (let i = 0; i < w.length; i++) {
-    const v = w[i];
-    const keep = Number(Math.abs(v) > delta);
-    codes[i] = keep * (1 - 2 * Number(v < 0));
-    kept += keep * Math.abs(v);
-    n += keep;
-  }
-  return n === 0 ? 0 : Math.fround(kept / n);
-}
-
-/** `max|·|` of `cols` elements from `off`, checking that they are finite. */
-function rowAbsMax(
-  fn: string,
-  arg: string,
-  a: Float32Array,
-  off: number,
-  cols: number,
-): number {
-  let m = 0;
-  let sum = 0; // NaN and ±Infinity survive a sum; a max by comparison drops NaN
-  for (let i = off; i < off + cols; i++) {
-    const v = Math.abs(a[i]);
-    if (v > m) m = v;
-    sum += v;
-  }
-  checkFinite(fn, arg, sum);
-  return m;
-}
-
-function channelStep(
-  fn: string,
-  w: Float32Array,
-  off: number,
-  cols: number,
-): number {
-  const s = Math.fround(
-    Math.max(rowAbsMax(fn, "w", w, off, cols), QUANT_EPS) / 127,
-  );
-  return s > MAX_STEP ? MAX_STEP : s;
-}
-
-function tokenScale(
-  fn: string,
-  x: Float32Array,
-  off: number,
-  cols: number,
-): number {
-  return Math.fround(
-    127 / Math.max(rowAbsMax(fn, "x", x, off, cols), QUANT_EPS),
-  );
-}
-
-function checkFinite(fn: string, arg: string, sum: number): void {
-  if (!Number.isFinite(sum)) {
-    throw new RangeError(
-      `${fn}: ${arg} holds a non-finite value (NaN or ±Infinity)`,
-    );
-  }
-}
-
-function checkShape(
-  fn: string,
-  arg: string,
-  a: Float32Array,
-  rows: number,
-  cols: number,
-): void {
-  if (!Number.isSafeInteger(rows) || rows < 0) {
-    throw new RangeError(
-      `${fn}: rows must be a non-negative integer, got ${rows}`,
-    );
-  }
-  if (!Number.isSafeInteger(cols) || cols < 0) {
-    throw new RangeError(
-      `${fn}: cols must be a non-negative integer, got ${cols}`,
-    );
-  }
-  if (rows * cols !== a.length) {
-    throw new RangeError(
-      `${fn}: rows · cols = ${rows} · ${cols} must equal ${arg}.length = ${a.length}`,
-    );
-  }
-}
-
-function outFor(
-  fn: string,
-  out: Float32Array | undefined,
-  n: number,
-): Float32Array {
-  if (out === undefined) return new Float32Array(n);
-  if (out.length !== n) {
-    throw new RangeError(`${fn}: out.length must be ${n}, got ${out.length}`);
-  }
-  return out;
 }

@@ -869,7 +869,7 @@ Deno.test("arguments: wrong sizes and settings throw errors naming the argument"
   assert.throws(() => adamwStep(a, a, a, a, 0, cfg), /step must be/);
   assert.throws(
     () => adamwStep(a, a, a, a, 1, { ...cfg, beta2: 1 }),
-    /cfg\.beta2/,
+    /hyper\.beta2/,
   );
   assert.throws(() => clipGradNorm([a], 0), /maxNorm/);
 });

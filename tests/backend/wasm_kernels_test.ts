@@ -2,6 +2,7 @@ import { strict as assert } from "node:assert";
 import fc from "fast-check";
 import {
   ACTIVE_WASM_VARIANT,
+  MATMUL_TILES,
   packTernaryRows,
   RELAXED_SIMD_SUPPORTED,
   ternaryPaddedCols,
@@ -249,6 +250,66 @@ for (const v of VARIANTS) {
         (t) => checkMatmul(K, t),
       ),
       { numRuns: 40 },
+    );
+  });
+
+  Deno.test(`matmul (${v}): every tile with random blockings, bit-identical to the default at the same kc`, async () => {
+    // A fresh instance for the tuned tiles; the shared one keeps the default.
+    const K = await WasmKernels.create({ variant: v });
+    const D = await WasmKernels.create({ variant: v });
+    fc.assert(
+      fc.property(
+        fc.record({
+          tile: fc.constantFrom(...MATMUL_TILES),
+          mcTiles: fc.integer({ min: 1, max: 5 }),
+          kc: fc.constantFrom(4, 8, 20, 256),
+          ncTiles: fc.integer({ min: 1, max: 4 }),
+          m: fc.integer({ min: 1, max: 40 }),
+          n: fc.integer({ min: 1, max: 70 }),
+          k: fc.integer({ min: 0, max: 90 }),
+          transA: fc.boolean(),
+          transB: fc.boolean(),
+          accumulate: fc.boolean(),
+          seed: fc.integer(),
+        }),
+        (t) => {
+          const [mr, nr] = t.tile.split("x").map(Number);
+          K.matmulConfig = {
+            tile: t.tile,
+            mc: mr * t.mcTiles,
+            kc: t.kc,
+            nc: nr * t.ncTiles,
+          };
+          D.matmulConfig = { ...D.matmulConfig, kc: t.kc };
+          const c = { ...t, padA: 1, padB: 0, padC: 2 };
+          checkMatmul(K, c);
+          // Same inputs through the default tile: the same sums in the same order.
+          const { m, n, k } = t;
+          const r = rng(t.seed);
+          const A = Float32Array.from({ length: m * k }, r);
+          const B = Float32Array.from({ length: k * n }, r);
+          const C = Float32Array.from({ length: m * n }, r);
+          const run = (X: WasmKernels) => {
+            const a = put(X, A), b = put(X, B), cc = put(X, C);
+            X.matmul({
+              a,
+              b,
+              c: cc,
+              m,
+              n,
+              k,
+              transA: t.transA,
+              transB: t.transB,
+              accumulate: t.accumulate,
+            });
+            const out = X.f32(cc, m * n).slice();
+            for (const p of [a, b, cc]) X.free(p);
+            return out;
+          };
+          assert.deepEqual(run(K), run(D));
+        },
+      ),
+      { numRuns: 60 },
     );
   });
 

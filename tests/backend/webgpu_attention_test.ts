@@ -2,6 +2,7 @@
 // reference, on ragged head dims and sequence lengths, plus one sequence longer
 // than several of the kernel's 256-key chunks, so the online softmax crosses chunks.
 import fc from "fast-check";
+import { test } from "./gpu_gate.ts";
 import { strict as assert } from "node:assert";
 import {
   assertClose,
@@ -219,7 +220,7 @@ function attnChecks(
   ];
 }
 
-Deno.test("webgpu causal attention forward and backward match the f64 reference", () =>
+test.gpu("webgpu causal attention forward and backward match the f64 reference", () =>
   withGpu(async (ctx) => {
     await fc.assert(
       fc.asyncProperty(
@@ -241,7 +242,7 @@ Deno.test("webgpu causal attention forward and backward match the f64 reference"
     );
   }));
 
-Deno.test("webgpu attention crosses 256-key chunks and rejects bad shapes", () =>
+test.gpu("webgpu attention crosses 256-key chunks and rejects bad shapes", () =>
   withGpu(async (ctx) => {
     const c = {
       batch: 1,

@@ -5,6 +5,7 @@
 // gradient, one AdamW update — on both. A missing adapter fails these tests
 // (software adapters are allowed), it never skips them.
 import { strict as assert } from "node:assert";
+import { test } from "./gpu_gate.ts";
 import fc from "fast-check";
 import type { Backend, Tensor } from "../../src/backend/backend.ts";
 import { CpuBackend } from "../../src/backend/cpu/cpu_backend.ts";
@@ -123,7 +124,7 @@ const dims = fc.record({
   seed: fc.integer({ min: 0, max: 2 ** 31 - 1 }),
 });
 
-Deno.test(
+test.gpu(
   "webgpu backend: storage, element-wise and matmul match the cpu backend",
   withBoth(async (both) => {
     const gpu = both.gpu;
@@ -236,7 +237,7 @@ Deno.test(
   }),
 );
 
-Deno.test(
+test.gpu(
   "webgpu backend: recorded work, writes, releases and reads are ordered",
   withBoth(async ({ gpu }) => {
     const x = gpu.upload(Float32Array.of(1, 2, 3));
@@ -345,7 +346,7 @@ function assertQuant(
 const nearHalf = (q: number, margin: number) =>
   Math.abs(Math.abs(q - Math.trunc(q)) - 0.5) < margin;
 
-Deno.test(
+test.gpu(
   "webgpu backend: weight and activation fake-quant match the cpu backend",
   withBoth(async (both) => {
     const modes: { mode: WeightQuantMode; dynamicThreshold?: boolean }[] = [
@@ -485,7 +486,7 @@ Deno.test(
   }),
 );
 
-Deno.test(
+test.gpu(
   "webgpu backend: embedding, norms, RoPE, attention and activations match the cpu backend",
   withBoth(async (both) => {
     // Embedding: repeated ids, gradient added into a pre-filled table gradient.
@@ -690,7 +691,7 @@ Deno.test(
   }),
 );
 
-Deno.test(
+test.gpu(
   "webgpu backend: cross-entropy, sum of squares and AdamW match the cpu backend",
   withBoth(async (both) => {
     const ce = fc.record({
@@ -855,7 +856,7 @@ Deno.test(
 
 // The tiny preset (vocab 512, hidden 64, 2 layers, SwiGLU + SubLN + RoPE, tied
 // embeddings, ternary blocks) on 2 × 32 tokens, every 7th target ignored.
-Deno.test("webgpu backend: a tiny-model training step matches the cpu backend", async () => {
+test.gpu("webgpu backend: a tiny-model training step matches the cpu backend", async () => {
   const gpu = await WebGpuBackend.create({ allowFallback: true });
   const cfg = preset("tiny");
   const bitMap = resolveBitMap(cfg);

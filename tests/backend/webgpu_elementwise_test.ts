@@ -1,6 +1,7 @@
 // Element-wise kernels (add, axpy, scale, SiLU, ReLU², SwiGLU forward and backward)
 // against f64 references, many lengths per submit, outputs NaN-poisoned.
 import fc from "fast-check";
+import { test } from "./gpu_gate.ts";
 import {
   assertClose,
   type Check,
@@ -171,7 +172,7 @@ const caseArb: fc.Arbitrary<Case> = fc.record({
   alpha: fc.double({ min: -3, max: 3, noNaN: true }),
 });
 
-Deno.test("webgpu element-wise kernels match f64 references", () =>
+test.gpu("webgpu element-wise kernels match f64 references", () =>
   withGpu(async (ctx) => {
     await fc.assert(
       fc.asyncProperty(
@@ -194,7 +195,7 @@ Deno.test("webgpu element-wise kernels match f64 references", () =>
     );
   }));
 
-Deno.test("webgpu add covers more elements than one grid-stride pass (n > 4096·256)", () =>
+test.gpu("webgpu add covers more elements than one grid-stride pass (n > 4096·256)", () =>
   withGpu(async (ctx) => {
     const n = 4096 * 256 + 1001;
     const next = rng(11);

@@ -2,6 +2,7 @@
 // forward and inverse) against f64 references; the host-side helpers
 // (embeddingGradIndex, ropeTable) are checked on their own too.
 import fc from "fast-check";
+import { test } from "./gpu_gate.ts";
 import { strict as assert } from "node:assert";
 import {
   embeddingGradIndex,
@@ -178,7 +179,7 @@ function embedChecks(
   ];
 }
 
-Deno.test("webgpu embedding gather and scatter-add match the reference", () =>
+test.gpu("webgpu embedding gather and scatter-add match the reference", () =>
   withGpu(async (ctx) => {
     await fc.assert(
       fc.asyncProperty(
@@ -321,7 +322,7 @@ function ropeChecks(
   ];
 }
 
-Deno.test("webgpu RoPE (NEOX and interleaved, forward and inverse) matches the reference", () =>
+test.gpu("webgpu RoPE (NEOX and interleaved, forward and inverse) matches the reference", () =>
   withGpu(async (ctx) => {
     await fc.assert(
       fc.asyncProperty(

@@ -1,5 +1,6 @@
 // Shared test harness for the WebGPU kernel tests: acquires the device through the
-// GpuDevice layer (a missing adapter FAILS the test, it is never skipped), batches
+// GpuDevice layer (a missing adapter fails the test; tests declared with
+// `test.gpu` from gpu_gate.ts are ignored instead outside CI), batches
 // many cases into one submit, poisons outputs with NaN, and compares against
 // plain-TypeScript references computed in f64.
 import { Effect, Layer } from "effect";

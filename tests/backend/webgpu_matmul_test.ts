@@ -1,6 +1,7 @@
 // Both matmul variants against an f64 reference on random shapes that are not
 // multiples of any tile (8×4 register tile, 64×64 shared tile, 16-deep K slices).
 import fc from "fast-check";
+import { test } from "./gpu_gate.ts";
 import type { MatmulVariant } from "../../src/backend/webgpu/kernels.ts";
 import {
   assertClose,
@@ -106,7 +107,7 @@ function recordCase(
 }
 
 for (const variant of ["register", "shared"] as const) {
-  Deno.test(`webgpu matmul (${variant}) matches the f64 reference`, () =>
+  test.gpu(`webgpu matmul (${variant}) matches the f64 reference`, () =>
     withGpu(async (ctx) => {
       await fc.assert(
         fc.asyncProperty(
@@ -193,7 +194,7 @@ for (const variant of ["register", "shared"] as const) {
     }));
 }
 
-Deno.test("webgpu matmul broadcasts B with strideB = 0 and rejects undersized buffers", () =>
+test.gpu("webgpu matmul broadcasts B with strideB = 0 and rejects undersized buffers", () =>
   withGpu(async (ctx) => {
     const next = rng(7);
     const [m, n, k, batch] = [5, 9, 11, 3];

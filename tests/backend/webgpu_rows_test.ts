@@ -2,6 +2,7 @@
 // int8 activation fake-quantization, against f64 references on ragged shapes.
 // (Softmax cross-entropy is checked through the backend: webgpu_backend_test.ts.)
 import fc from "fast-check";
+import { test } from "./gpu_gate.ts";
 import {
   assertClose,
   type Check,
@@ -190,7 +191,7 @@ function actQuantChecks(
   }];
 }
 
-Deno.test("webgpu RMSNorm forward and backward match the f64 reference", () =>
+test.gpu("webgpu RMSNorm forward and backward match the f64 reference", () =>
   withGpu(async (ctx) => {
     await fc.assert(
       fc.asyncProperty(
@@ -213,7 +214,7 @@ Deno.test("webgpu RMSNorm forward and backward match the f64 reference", () =>
     );
   }));
 
-Deno.test("webgpu per-token int8 activation fake-quant matches the reference", () =>
+test.gpu("webgpu per-token int8 activation fake-quant matches the reference", () =>
   withGpu(async (ctx) => {
     await fc.assert(
       fc.asyncProperty(

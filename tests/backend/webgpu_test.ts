@@ -1,7 +1,8 @@
 // The WebGPU plumbing: the generated kernel module is current, the GpuDevice layer
-// acquires and releases a device (and fails with GpuUnavailableError, never a skip,
-// when there is no adapter), and the buffer pool reuses, reads back and validates.
+// acquires and releases a device (and fails with GpuUnavailableError when there is
+// no adapter), and the buffer pool reuses, reads back and validates.
 import { Effect, Exit, Layer } from "effect";
+import { test } from "./gpu_gate.ts";
 import fc from "fast-check";
 import { strict as assert } from "node:assert";
 import {
@@ -9,6 +10,16 @@ import {
   readKernelSources,
   renderKernelsModule,
 } from "../../scripts/build_kernels.ts";
+import {
+  kernelSource,
+  parseKernelLayout,
+  renderDeclarations,
+  stripDeclarations,
+} from "../../src/backend/webgpu/kernel_layout.ts";
+import {
+  KERNEL_MODULES,
+  type KernelName,
+} from "../../src/backend/webgpu/kernels.wgsl.ts";
 import { BufferPool, sizeClass } from "../../src/backend/webgpu/buffer_pool.ts";
 import {
   acquireGpuDevice,
@@ -20,30 +31,135 @@ import { withGpu } from "./webgpu_harness.ts";
 
 Deno.test("kernels.wgsl.ts is up to date with kernels/*.wgsl", async () => {
   const sources = await readKernelSources();
-  assert.ok(sources.length >= 13, `only ${sources.length} kernel files found`);
-  const current = await Deno.readTextFile(GENERATED_MODULE);
+  assert.ok(
+    sources.kernels.length >= 13,
+    `only ${sources.kernels.length} kernel files found`,
+  );
   assert.equal(
-    current,
+    await Deno.readTextFile(GENERATED_MODULE),
     renderKernelsModule(sources),
     "run: deno run --allow-read --allow-write scripts/build_kernels.ts",
   );
 });
 
-Deno.test("renderKernelsModule escapes template-literal syntax", async () => {
-  const text = renderKernelsModule([{
-    name: "odd",
-    code: "// a `b` ${c} \\d\n",
-  }]);
-  const url = `data:application/typescript,${encodeURIComponent(text)}`;
-  const mod = await import(url);
-  assert.equal(mod.ODD_WGSL, "// a `b` ${c} \\d\n");
+Deno.test("embedded kernels render back to their files' layouts (no file reads)", async () => {
+  const sources = await readKernelSources();
+  const prelude = sources.preludes.find((p) => p.name === "workgroup_reduce");
+  assert.ok(prelude, "kernels/prelude/workgroup_reduce.wgsl");
+  for (const { name, code } of sources.kernels) {
+    const module = KERNEL_MODULES[name as KernelName];
+    assert.ok(module, `${name} is in KERNEL_MODULES`);
+    const includes = code.includes("// #include prelude/workgroup_reduce.wgsl");
+    // A kernel that calls a shared reduction must include the prelude.
+    assert.equal(/workgroup_(sum|max|reduce)/.test(code), includes, name);
+    assert.equal(module.code.startsWith(prelude.code), includes, name);
+    assert.deepEqual(
+      parseKernelLayout(name, kernelSource(module)),
+      parseKernelLayout(name, (includes ? prelude.code : "") + code),
+      name,
+    );
+  }
+});
+
+const SAMPLE = `// A sample: y = f(x).
+struct Params {
+  n: u32,
+  shift: i32,
+  alpha: f32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> unused: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<uniform> params: Params;
+
+fn helper(i: u32) -> f32 { // reads x { in a comment }
+  return x[i] * params.alpha;
+}
+
+@compute @workgroup_size(64)
+fn through_helper(@builtin(global_invocation_id) gid: vec3u) {
+  y[gid.x] = helper(gid.x);
+}
+
+@compute @workgroup_size(64)
+fn direct(@builtin(global_invocation_id) gid: vec3u) {
+  // x and params are named only in this comment
+  y[gid.x] = 0.0;
+}
+`;
+
+Deno.test("parseKernelLayout reads bindings, uniform fields and each entry's bindings", () => {
+  const layout = parseKernelLayout("sample", SAMPLE);
+  assert.deepEqual(layout.storage, [
+    ["x", 0, "read", "f32"],
+    ["unused", 1, "read", "f32"],
+    ["y", 3, "read_write", "f32"],
+  ]);
+  assert.deepEqual(layout.uniform, [
+    "params",
+    2,
+    "Params",
+    [["n", "u32"], ["shift", "i32"], ["alpha", "f32"]],
+  ]);
+  // Reached through a called function; comments and member accesses (gid.x) do
+  // not count; in binding order.
+  assert.deepEqual(layout.entries, {
+    through_helper: ["x", "params", "y"],
+    direct: ["y"],
+  });
+  // The declarations come out and render back to the same layout.
+  const stripped = stripDeclarations(SAMPLE, layout);
+  assert.ok(!/@binding|struct Params/.test(stripped), stripped);
+  assert.deepEqual(
+    parseKernelLayout("sample", renderDeclarations(layout) + stripped),
+    layout,
+  );
   assert.throws(
-    () => renderKernelsModule([{ name: "Bad-Name", code: "" }]),
-    /lower snake case/,
+    () => parseKernelLayout("bad", SAMPLE.replace("shift: i32", "v: vec2f")),
+    /kernels\/bad\.wgsl: uniform field "v: vec2f"/,
+  );
+  assert.throws(
+    () => parseKernelLayout("bad", SAMPLE.replaceAll("@compute", "")),
+    /no @compute entry point/,
   );
 });
 
-Deno.test("GpuDevice layer provides adapter info and limits, and destroys the device", async () => {
+Deno.test("renderKernelsModule escapes template-literal syntax and checks names", async () => {
+  const code = SAMPLE + "// a `b` ${c} \\d\n";
+  const text = renderKernelsModule({
+    kernels: [{ name: "odd", code }],
+    preludes: [],
+  }).replace(
+    "./kernel_layout.ts",
+    new URL("../../src/backend/webgpu/kernel_layout.ts", import.meta.url).href,
+  );
+  const url = `data:application/typescript,${encodeURIComponent(text)}`;
+  const mod = await import(url);
+  assert.ok(mod.KERNEL_MODULES.odd.code.endsWith("// a `b` ${c} \\d\n"));
+  assert.deepEqual(
+    parseKernelLayout("odd", kernelSource(mod.KERNEL_MODULES.odd)),
+    parseKernelLayout("odd", code),
+  );
+  assert.throws(
+    () =>
+      renderKernelsModule({
+        kernels: [{ name: "Bad-Name", code: SAMPLE }],
+        preludes: [],
+      }),
+    /lower snake case/,
+  );
+  assert.throws(
+    () =>
+      renderKernelsModule({
+        kernels: [{ name: "odd", code: "// #include prelude/none.wgsl\n" }],
+        preludes: [],
+      }),
+    /includes missing prelude\/none\.wgsl/,
+  );
+});
+
+test.gpu("GpuDevice layer provides adapter info and limits, and destroys the device", async () => {
   let lost: Promise<GPUDeviceLostInfo> | undefined;
   const info = await Effect.runPromise(
     Effect.gen(function* () {
@@ -125,7 +241,7 @@ Deno.test("sizeClass: 2^k or 1.5·2^k, ≥ 256 bytes, wasting under a third", ()
   assert.throws(() => sizeClass(-1), /byteLength/);
 });
 
-Deno.test("BufferPool reuses by size class, reads back regions, and validates", () =>
+test.gpu("BufferPool reuses by size class, reads back regions, and validates", () =>
   withGpu(async ({ gpu }) => {
     const pool = new BufferPool(gpu.device);
     try {
@@ -182,7 +298,7 @@ Deno.test("BufferPool reuses by size class, reads back regions, and validates", 
     assert.deepEqual(pool.stats(), { inUse: 0, free: 0, bytes: 0 });
   }));
 
-Deno.test("kernel wrappers reject aliased outputs and undersized buffers by name", () =>
+test.gpu("kernel wrappers reject aliased outputs and undersized buffers by name", () =>
   withGpu(({ kernels, pool, gpu }) => {
     const a = pool.acquire(64 * 4);
     const b = pool.acquire(64 * 4);
@@ -217,7 +333,7 @@ Deno.test("kernel wrappers reject aliased outputs and undersized buffers by name
     return Promise.resolve();
   }));
 
-Deno.test("the GPU bench imports only local modules and reports checked GFLOP/s", async () => {
+test.gpu("the GPU bench imports only local modules and reports checked GFLOP/s", async () => {
   const bench = new URL("../../bench/webgpu_bench.ts", import.meta.url);
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["info", "--json", bench.pathname],
@@ -244,7 +360,7 @@ Deno.test("the GPU bench imports only local modules and reports checked GFLOP/s"
   }
 });
 
-Deno.test("GpuKernels layer destroys its pooled buffers when the scope closes", async () => {
+test.gpu("GpuKernels layer destroys its pooled buffers when the scope closes", async () => {
   let pool: BufferPool | undefined;
   await Effect.runPromise(
     Effect.gen(function* () {

@@ -6,7 +6,11 @@
  *
  * @module
  */
-import type { AttentionShape, RopeShape } from "../reference/mod.ts";
+import {
+  type AttentionShape,
+  checkAttentionShape,
+  type RopeShape,
+} from "../shapes.ts";
 import type { WasmKernels } from "../wasm/wasm_kernels.ts";
 
 /** Pointers (byte offsets) of the tensors of one attention call. */
@@ -41,30 +45,6 @@ export interface AttentionGradPtrs {
   readonly dk: number;
   /** Gradient of the values (accumulated). */
   readonly dv: number;
-}
-
-/** Checks an attention shape as the reference does; returns the query heads per KV head. */
-export function checkAttentionShape(shape: AttentionShape): number {
-  const { batch, seqLen, numHeads, numKvHeads, headDim } = shape;
-  for (
-    const [name, v] of [
-      ["shape.batch", batch],
-      ["shape.seqLen", seqLen],
-      ["shape.numHeads", numHeads],
-      ["shape.numKvHeads", numKvHeads],
-      ["shape.headDim", headDim],
-    ] as const
-  ) {
-    if (!Number.isInteger(v) || v <= 0) {
-      throw new RangeError(`${name} must be a positive integer, got ${v}`);
-    }
-  }
-  if (numHeads % numKvHeads !== 0) {
-    throw new RangeError(
-      `shape.numKvHeads (${numKvHeads}) must divide shape.numHeads (${numHeads})`,
-    );
-  }
-  return numHeads / numKvHeads;
 }
 
 /** Query rows per block: causal blocks skip the score columns past the block's last row. */
@@ -214,39 +194,6 @@ export function attentionBackward(
     }
   } finally {
     kern.free(dp);
-  }
-}
-
-/** Checks a RoPE shape as the reference does. */
-export function checkRopeShape(shape: RopeShape): void {
-  for (
-    const [name, v] of [
-      ["shape.batch", shape.batch],
-      ["shape.seqLen", shape.seqLen],
-      ["shape.heads", shape.heads],
-      ["shape.headDim", shape.headDim],
-    ] as const
-  ) {
-    if (!Number.isInteger(v) || v <= 0) {
-      throw new RangeError(`${name} must be a positive integer, got ${v}`);
-    }
-  }
-  if (shape.headDim % 2 !== 0) {
-    throw new RangeError(`shape.headDim must be even, got ${shape.headDim}`);
-  }
-  if (!(shape.base > 0)) {
-    throw new RangeError(`shape.base must be > 0, got ${shape.base}`);
-  }
-  if (shape.style !== "neox" && shape.style !== "interleaved") {
-    throw new RangeError(
-      `shape.style must be "neox" or "interleaved", got ${String(shape.style)}`,
-    );
-  }
-  const off = shape.posOffset ?? 0;
-  if (!Number.isInteger(off) || off < 0) {
-    throw new RangeError(
-      `shape.posOffset must be a non-negative integer, got ${off}`,
-    );
   }
 }
 

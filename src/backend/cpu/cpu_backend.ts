@@ -1,6 +1,7 @@
 /**
  * The CPU {@link Backend}: tensors live in the WebAssembly kernels' memory and
- * every kernel runs there, single-threaded — matmuls on packed panels,
+ * every kernel runs there — matmuls on packed panels (on a pool of threads
+ * with the `threads` option, the rest single-threaded),
  * attention as strided matmuls per (sequence, head), and the element-wise and
  * per-row work (norms, RoPE, activations, softmax cross-entropy, quantizers,
  * AdamW) as SIMD passes over the tensors in place. Nothing allocates per call
@@ -21,34 +22,42 @@
  *
  * @module
  */
+import type { Backend, Tensor } from "../backend.ts";
 import {
   type Activation,
   type AdamWStep,
-  type Backend,
+  type AttentionShape,
+  checkActivation,
   checkAdamWStep,
+  checkAttentionShape,
+  checkClampLimit,
+  checkCrossEntropy,
+  checkEmbedding,
+  checkFakeQuant,
+  checkFinite,
+  checkMatmul,
+  checkNormShape,
+  checkRopeShape,
+  type CrossEntropyShape,
+  type EmbeddingShape,
   type FakeQuantOptions,
   type MatmulOptions,
-  type Tensor,
-} from "../backend.ts";
-import type {
-  AttentionShape,
-  CrossEntropyShape,
-  EmbeddingShape,
-  NormShape,
-  RopeShape,
-  WeightQuantMode,
-} from "../reference/mod.ts";
-import { fakeQuantizeWeights, QUANT_EPS } from "../../core/quantize.ts";
+  type NormShape,
+  type RopeShape,
+  type WeightQuantMode,
+} from "../shapes.ts";
+import { fakeQuantizeWeights, QUANT_EPS } from "../numeric.ts";
 import {
+  type MatmulConfig,
+  ternaryPaddedCols,
   type TrainingKernels,
   WasmKernels,
   type WasmVariant,
 } from "../wasm/wasm_kernels.ts";
+import { tunedMatmulConfig } from "./matmul_tuning.ts";
 import {
   attentionBackward,
   attentionForward,
-  checkAttentionShape,
-  checkRopeShape,
   RopeTableCache,
 } from "./cpu_attention.ts";
 
@@ -163,65 +172,6 @@ function sameSize(name: string, a: Tensor, b: Tensor): void {
   }
 }
 
-function checkDim(name: string, v: number): void {
-  if (!Number.isInteger(v) || v <= 0) {
-    throw new RangeError(`${name} must be a positive integer, got ${v}`);
-  }
-}
-
-function checkNorm(shape: NormShape): void {
-  checkDim("shape.rows", shape.rows);
-  checkDim("shape.dim", shape.dim);
-  if (!(shape.eps >= 0)) {
-    throw new RangeError(`shape.eps must be ≥ 0, got ${shape.eps}`);
-  }
-}
-
-function checkLambda(lambda: number): void {
-  if (!(lambda >= 0 && lambda <= 1)) {
-    throw new RangeError(`lambda must be in [0, 1], got ${lambda}`);
-  }
-}
-
-function checkIds(ids: Int32Array, vocab: number): void {
-  for (let i = 0; i < ids.length; i++) {
-    const row = ids[i];
-    if (!(row >= 0 && row < vocab)) {
-      throw new RangeError(`ids[${i}] = ${row} is not in [0, ${vocab})`);
-    }
-  }
-}
-
-/** Label smoothing, ignore index and the count of targets that are not ignored. */
-function checkTargets(
-  shape: CrossEntropyShape,
-  t: Int32Array,
-): { eps: number; ignore: number; count: number } {
-  const { rows, vocab } = shape;
-  checkDim("shape.rows", rows);
-  checkDim("shape.vocab", vocab);
-  const eps = shape.labelSmoothing ?? 0;
-  if (!(eps >= 0 && eps <= 1)) {
-    throw new RangeError(`shape.labelSmoothing must lie in [0, 1], got ${eps}`);
-  }
-  const ignore = shape.ignoreIndex ?? -1;
-  if (t.length !== rows) {
-    throw new RangeError(`targets must have ${rows} elements, got ${t.length}`);
-  }
-  let count = 0;
-  for (let r = 0; r < rows; r++) {
-    const y = t[r];
-    if (y === ignore) continue;
-    if (!(y >= 0 && y < vocab)) {
-      throw new RangeError(
-        `targets[${r}] must be ${ignore} (ignored) or an integer in [0, ${vocab}), got ${y}`,
-      );
-    }
-    count++;
-  }
-  return { eps, ignore, count };
-}
-
 const NON_FINITE = "holds a non-finite value (NaN or ±Infinity)";
 
 /** The CPU backend over one {@link WasmKernels} instance. */
@@ -238,6 +188,7 @@ export class CpuBackend implements Backend {
   readonly #stats: Float64Array;
   readonly #statsPtr: number;
   readonly #zero: (ptr: number, bytes: number) => void;
+  #live = 0;
 
   private constructor(kernels: WasmKernels) {
     this.kernels = kernels;
@@ -252,17 +203,35 @@ export class CpuBackend implements Backend {
 
   /**
    * Instantiates the WASM kernels (`variant` defaults to the best this engine
-   * runs) and returns a backend over them.
+   * runs) and returns a backend over them. `matmul` sets the f32 matmul's tile
+   * and blocking: `"tuned"` (default) measures the fastest on this machine
+   * once and caches it (see `matmul_tuning.ts`), `"default"` keeps the
+   * built-in one; both give bit-identical products. `threads` (default 1)
+   * runs the matmuls on that many threads over the shared memory, with
+   * bit-identical results for any count; call {@link close} to stop them
+   * (the `ComputeBackend.cpu` layer does, when its scope closes).
    */
   static async create(
-    options: { readonly variant?: WasmVariant } = {},
+    options: {
+      readonly variant?: WasmVariant;
+      readonly matmul?: MatmulConfig | "tuned" | "default";
+      readonly threads?: number;
+    } = {},
   ): Promise<CpuBackend> {
-    return new CpuBackend(
-      await WasmKernels.create({
-        variant: options.variant,
-        sharedMemory: true,
-      }),
-    );
+    const kernels = await WasmKernels.create({
+      variant: options.variant,
+      sharedMemory: true,
+      threads: options.threads,
+    });
+    const matmul = options.matmul ?? "tuned";
+    if (matmul === "tuned") kernels.matmulConfig = tunedMatmulConfig(kernels);
+    else if (matmul !== "default") kernels.matmulConfig = matmul;
+    return new CpuBackend(kernels);
+  }
+
+  /** Stops the matmul worker threads, if any (idempotent); the backend stays usable on one thread. */
+  close(): void {
+    this.kernels.close();
   }
 
   #alloc(size: number, dtype: "f32" | "i32", lazyZero: boolean): Block {
@@ -277,7 +246,13 @@ export class CpuBackend implements Backend {
     const view = dtype === "f32"
       ? new Float32Array(buf, ptr, size)
       : new Int32Array(buf, ptr, size);
+    this.#live++;
     return new Block(dtype, size, ptr, view, lazyZero, this.#zero);
+  }
+
+  /** Tensors allocated and not yet released (for leak checks). */
+  get liveTensors(): number {
+    return this.#live;
   }
 
   zeros(size: number, dtype: "f32" | "i32" = "f32"): CpuTensor {
@@ -313,6 +288,7 @@ export class CpuBackend implements Backend {
 
   release(t: Tensor): void {
     this.kernels.free(cpu(t).ptr);
+    this.#live--;
   }
 
   fill(t: Tensor, value: number): void {
@@ -323,6 +299,7 @@ export class CpuBackend implements Backend {
   }
 
   clamp(t: Tensor, limit: number): void {
+    checkClampLimit(limit);
     // Clamping to fround(limit) in f32 equals comparing with the f64 limit.
     this.#k.clamp_f32(rd("t", t, t.size), limit, t.size);
   }
@@ -337,6 +314,7 @@ export class CpuBackend implements Backend {
 
   addScaled(out: Tensor, a: Tensor, s: number): void {
     sameSize("addScaled", a, out);
+    checkFinite("s", s);
     const n = a.size;
     const pa = rd("a", a, n);
     this.#k.axmb_f32(pa, cpu(out).ptr, s, 0, acc("out", out, n), n);
@@ -369,6 +347,7 @@ export class CpuBackend implements Backend {
   }
 
   matmul(a: Tensor, b: Tensor, c: Tensor, o: MatmulOptions): void {
+    checkMatmul(o);
     const need = (name: string, t: Tensor, n: number) => {
       if (t.size < n) {
         throw new RangeError(
@@ -401,10 +380,79 @@ export class CpuBackend implements Backend {
   }
 
   /**
+   * `y ← xq · wqᵀ` in integers (see `Backend.ternaryLinear`): the int8 codes
+   * of `xq` are recovered exactly by re-quantizing it (its row absmax is
+   * 127/s, so the codes come back unchanged), `wq`'s codes are `wq / a`
+   * packed two bits each, and the ternary × int8 kernel rescales the exact
+   * integer sums by `a` and the per-token `1/s`.
+   */
+  ternaryLinear(
+    xq: Tensor,
+    wq: Tensor,
+    y: Tensor,
+    shape: { readonly rows: number; readonly k: number; readonly n: number },
+  ): void {
+    const { rows, k, n } = shape;
+    for (const [name, v] of [["rows", rows], ["k", k], ["n", n]] as const) {
+      if (!Number.isInteger(v) || v < 0) {
+        throw new RangeError(`ternaryLinear: ${name} must be an integer ≥ 0`);
+      }
+    }
+    const px = rd("xq", xq, rows * k), pw = rd("wq", wq, n * k);
+    const py = wr("y", y, rows * n);
+    const w = f32("wq", wq);
+    let a = 0;
+    for (let i = 0; i < n * k; i++) {
+      const v = Math.abs(w[i]);
+      if (v === 0) continue;
+      if (a === 0) a = v;
+      else if (v !== a) {
+        throw new RangeError(
+          `ternaryLinear: wq holds ${a} and ${v} in magnitude, not one scale`,
+        );
+      }
+    }
+    const K = this.kernels;
+    const kpad = ternaryPaddedCols(k);
+    const codes = K.alloc(rows * kpad), inv = K.alloc(4 * rows);
+    const sums = K.alloc(4 * rows), packed = K.alloc(n * (kpad / 4));
+    try {
+      K.quantizeRows({
+        x: px,
+        rows,
+        cols: k,
+        out: codes,
+        invScales: inv,
+        sums,
+      });
+      K.packTernary({
+        w: pw,
+        rows: n,
+        cols: k,
+        invScale: a === 0 ? 0 : 1 / a,
+        out: packed,
+      });
+      K.ternaryMatmul({
+        w: packed,
+        n,
+        k,
+        x: codes,
+        tokens: rows,
+        sums,
+        invScales: inv,
+        scale: a,
+        out: py,
+      });
+    } finally {
+      for (const p of [codes, inv, sums, packed]) K.free(p);
+    }
+  }
+
+  /**
    * `out = w + λ(Q(w) − w)` as `(1 − λ)·w + λ·Q(w)` (`steBlend`). The
    * absmean ternary path (BitNet's) runs in WASM: `γ = fround(mean|w|)` from
    * an f64 sum, codes from the f64 quotient `w / (γ + ε)`; the other modes use
-   * `fakeQuantizeWeights` of `src/core/quantize.ts`.
+   * `fakeQuantizeWeights` of `../numeric.ts`.
    */
   fakeQuantWeights(
     w: Tensor,
@@ -412,8 +460,7 @@ export class CpuBackend implements Backend {
     mode: WeightQuantMode,
     o: FakeQuantOptions,
   ): void {
-    checkLambda(o.lambda);
-    const n = o.rows * o.cols;
+    const n = checkFakeQuant(o, mode);
     if (o.lambda < 1 && cpu(w).ptr === cpu(out).ptr) {
       // The blend reads w after Q(w) is written: quantize a copy instead.
       return this.#viaCopy(
@@ -441,18 +488,10 @@ export class CpuBackend implements Backend {
 
   /**
    * Per-token int8 fake quantization (`fakeQuantizeActivations` of
-   * `src/core/quantize.ts`, bit for bit) blended by λ as `steBlend`.
+   * `../numeric.ts`, bit for bit) blended by λ as `steBlend`.
    */
   fakeQuantActivations(x: Tensor, out: Tensor, o: FakeQuantOptions): void {
-    checkLambda(o.lambda);
-    for (const [name, v] of [["rows", o.rows], ["cols", o.cols]] as const) {
-      if (!Number.isSafeInteger(v) || v < 0) {
-        throw new RangeError(
-          `${name} must be a non-negative integer, got ${v}`,
-        );
-      }
-    }
-    const n = o.rows * o.cols;
+    const n = checkFakeQuant(o);
     if (o.lambda < 1 && cpu(x).ptr === cpu(out).ptr) {
       return this.#viaCopy(x, n, (tmp) => this.fakeQuantActivations(tmp, x, o));
     }
@@ -481,10 +520,8 @@ export class CpuBackend implements Backend {
     shape: EmbeddingShape,
   ): void {
     const { vocab, dim } = shape;
-    checkDim("shape.vocab", vocab);
-    checkDim("shape.dim", dim);
     const id = i32("ids", ids);
-    checkIds(id, vocab);
+    checkEmbedding(shape, id);
     const pt = rd("table", table, vocab * dim);
     this.#k.gather_rows(
       pt,
@@ -502,10 +539,8 @@ export class CpuBackend implements Backend {
     shape: EmbeddingShape,
   ): void {
     const { vocab, dim } = shape;
-    checkDim("shape.vocab", vocab);
-    checkDim("shape.dim", dim);
     const id = i32("ids", ids);
-    checkIds(id, vocab);
+    checkEmbedding(shape, id);
     const pd = rd("dout", dout, id.length * dim);
     this.#k.scatter_add_rows(
       pd,
@@ -523,7 +558,7 @@ export class CpuBackend implements Backend {
     rstd: Tensor,
     shape: NormShape,
   ): void {
-    checkNorm(shape);
+    checkNormShape(shape);
     const { rows, dim } = shape;
     const px = rd("x", x, rows * dim), pg = rd("g", g, dim);
     this.#k.rmsnorm_fwd(
@@ -546,7 +581,7 @@ export class CpuBackend implements Backend {
     dg: Tensor,
     shape: NormShape,
   ): void {
-    checkNorm(shape);
+    checkNormShape(shape);
     const { rows, dim } = shape;
     const pd = rd("dout", dout, rows * dim), px = rd("x", x, rows * dim);
     const pg = rd("g", g, dim), pr = rd("rstd", rstd, rows);
@@ -574,7 +609,7 @@ export class CpuBackend implements Backend {
     rstd: Tensor,
     shape: NormShape,
   ): void {
-    checkNorm(shape);
+    checkNormShape(shape);
     const { rows, dim, eps } = shape;
     rd("x", x, rows * dim);
     rd("w", w, dim);
@@ -611,7 +646,7 @@ export class CpuBackend implements Backend {
     dbias: Tensor,
     shape: NormShape,
   ): void {
-    checkNorm(shape);
+    checkNormShape(shape);
     const { rows, dim } = shape;
     for (
       const [name, t, n] of [
@@ -731,10 +766,10 @@ export class CpuBackend implements Backend {
   activation(kind: Activation, x: Tensor, out: Tensor): void {
     sameSize("activation", x, out);
     const n = x.size;
+    checkActivation(kind);
     const px = rd("x", x, n);
     if (kind === "silu") this.#k.silu_f32(px, wr("out", out, n), n);
-    else if (kind === "relu2") this.#k.relu2_f32(px, wr("out", out, n), n);
-    else throw new RangeError(`kind must be "silu" or "relu2", got ${kind}`);
+    else this.#k.relu2_f32(px, wr("out", out, n), n);
   }
 
   activationBackward(
@@ -743,9 +778,7 @@ export class CpuBackend implements Backend {
     x: Tensor,
     dx: Tensor,
   ): void {
-    if (kind !== "silu" && kind !== "relu2") {
-      throw new RangeError(`kind must be "silu" or "relu2", got ${kind}`);
-    }
+    checkActivation(kind);
     const n = x.size;
     const pd = rd("dout", dout, n), px = rd("x", x, n);
     const f = kind === "silu" ? this.#k.silu_bwd_f32 : this.#k.relu2_bwd_f32;
@@ -765,7 +798,7 @@ export class CpuBackend implements Backend {
     shape: CrossEntropyShape,
   ): void {
     const t = i32("targets", targets);
-    const { eps, ignore, count } = checkTargets(shape, t);
+    const { eps, ignore, count } = checkCrossEntropy(shape, t);
     const { rows, vocab: V } = shape;
     const pl = rd("logits", logits, rows * V);
     const pp = wr("probs", probs, rows * V);
@@ -800,9 +833,10 @@ export class CpuBackend implements Backend {
     shape: CrossEntropyShape,
   ): void {
     const t = i32("targets", targets);
-    const { eps, ignore, count } = checkTargets(shape, t);
+    const { eps, ignore, count } = checkCrossEntropy(shape, t);
     const { rows, vocab: V } = shape;
     const pp = rd("probs", probs, rows * V);
+    checkFinite("scale", scale);
     if (count === 0) {
       rd("dlogits", dlogits, rows * V);
       return;

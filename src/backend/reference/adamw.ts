@@ -5,6 +5,7 @@
  * @module
  */
 import { type Arr, checkLen } from "./arr.ts";
+import { checkAdamWStep, checkMaxNorm } from "../shapes.ts";
 
 /** Hyper-parameters of one {@link adamwStep}. */
 export interface AdamWConfig {
@@ -18,19 +19,6 @@ export interface AdamWConfig {
   readonly eps: number;
   /** Decoupled weight decay (0 for none). */
   readonly weightDecay: number;
-}
-
-function checkConfig(cfg: AdamWConfig): void {
-  for (const key of ["beta1", "beta2"] as const) {
-    if (!(cfg[key] >= 0 && cfg[key] < 1)) {
-      throw new RangeError(`cfg.${key} must lie in [0, 1), got ${cfg[key]}`);
-    }
-  }
-  for (const key of ["lr", "eps", "weightDecay"] as const) {
-    if (!(cfg[key] >= 0)) {
-      throw new RangeError(`cfg.${key} must be ≥ 0, got ${cfg[key]}`);
-    }
-  }
 }
 
 /**
@@ -50,10 +38,7 @@ export function adamwStep(
   step: number,
   cfg: AdamWConfig,
 ): void {
-  checkConfig(cfg);
-  if (!Number.isInteger(step) || step < 1) {
-    throw new RangeError(`step must be an integer ≥ 1, got ${step}`);
-  }
+  checkAdamWStep({ ...cfg, step }, Infinity);
   const n = param.length;
   checkLen("grad", grad, n);
   checkLen("m", m, n);
@@ -77,9 +62,7 @@ export function adamwStep(
  * `min(1, maxNorm / (‖g‖ + 1e-6))`. Returns `‖g‖` before clipping.
  */
 export function clipGradNorm(grads: readonly Arr[], maxNorm: number): number {
-  if (!(maxNorm > 0)) {
-    throw new RangeError(`maxNorm must be > 0, got ${maxNorm}`);
-  }
+  checkMaxNorm(maxNorm);
   let ss = 0;
   for (const g of grads) for (let i = 0; i < g.length; i++) ss += g[i] * g[i];
   const norm = Math.sqrt(ss);

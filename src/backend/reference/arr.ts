@@ -33,13 +33,6 @@ export function rounderFor(like: Arr): (x: number) => number {
   return like instanceof Float32Array ? Math.fround : (x: number) => x;
 }
 
-/** Throws a RangeError unless `value` is a positive integer; `name` names the argument. */
-export function checkDim(name: string, value: number): void {
-  if (!Number.isInteger(value) || value <= 0) {
-    throw new RangeError(`${name} must be a positive integer, got ${value}`);
-  }
-}
-
 /** Throws a RangeError unless `array.length === length`; `name` names the argument. */
 export function checkLen(
   name: string,

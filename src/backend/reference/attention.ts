@@ -3,25 +3,10 @@
  *
  * @module
  */
-import { alloc, type Arr, checkDim, checkGrad, checkLen } from "./arr.ts";
+import { alloc, type Arr, checkGrad, checkLen } from "./arr.ts";
+import { type AttentionShape, checkAttentionShape } from "../shapes.ts";
 
-/**
- * Shape of causal attention over a batch of sequences. Layouts: q and out
- * `[batch, seqLen, numHeads·headDim]`; k and v `[batch, seqLen, numKvHeads·headDim]`;
- * query head h reads KV head `⌊h / (numHeads / numKvHeads)⌋`.
- */
-export interface AttentionShape {
-  /** Number of sequences. */
-  readonly batch: number;
-  /** Tokens per sequence. */
-  readonly seqLen: number;
-  /** Query heads. */
-  readonly numHeads: number;
-  /** Key/value heads; must divide `numHeads`. */
-  readonly numKvHeads: number;
-  /** Width of a head. */
-  readonly headDim: number;
-}
+export type { AttentionShape };
 
 interface Dims {
   readonly B: number;
@@ -43,23 +28,14 @@ interface Dims {
 function dims(shape: AttentionShape): Dims {
   const { batch: B, seqLen: T, numHeads: H, numKvHeads: Hkv, headDim: D } =
     shape;
-  checkDim("shape.batch", B);
-  checkDim("shape.seqLen", T);
-  checkDim("shape.numHeads", H);
-  checkDim("shape.numKvHeads", Hkv);
-  checkDim("shape.headDim", D);
-  if (H % Hkv !== 0) {
-    throw new RangeError(
-      `shape.numKvHeads (${Hkv}) must divide shape.numHeads (${H})`,
-    );
-  }
+  const group = checkAttentionShape(shape);
   return {
     B,
     T,
     H,
     Hkv,
     D,
-    group: H / Hkv,
+    group,
     scale: 1 / Math.sqrt(D),
     qi: (b, t, h) => ((b * T + t) * H + h) * D,
     ki: (b, t, kvh) => ((b * T + t) * Hkv + kvh) * D,

@@ -4,21 +4,12 @@
  *
  * @module
  */
-import { alloc, type Arr, checkDim, checkLen, rounderFor } from "./arr.ts";
+import { alloc, type Arr, checkLen, rounderFor } from "./arr.ts";
 import { linearBackward, linearForward, type LinearShape } from "./matmul.ts";
-import { QUANT_EPS, roundHalfEven } from "../../core/quantize.ts";
+import { QUANT_EPS, roundHalfEven } from "../numeric.ts";
+import { checkFakeQuant, type WeightQuantMode } from "../shapes.ts";
 
-/**
- * Weight quantizer of a BitLinear: the members of `QuantMode`
- * (`src/common/quant_mode.ts`), spelled out so this reference depends on no schema.
- */
-export type WeightQuantMode = "f16" | "eightbit" | "ternary" | "binary";
-
-function checkLambda(name: string, lambda: number): void {
-  if (!(lambda >= 0 && lambda <= 1)) {
-    throw new RangeError(`${name} must lie in [0, 1], got ${lambda}`);
-  }
-}
+export type { WeightQuantMode };
 
 /** `v + λ(q − v)`, with λ = 1 giving `q` exactly (no rounding residue of `v`). */
 function blend(v: number, q: number, lambda: number): number {
@@ -29,7 +20,7 @@ function blend(v: number, q: number, lambda: number): number {
  * Per-token int8 absmax fake-quantization, blended: for each row of x `[rows, cols]`,
  * `s = 127 / max(max|x_row|, ε)`, `xq = clamp(roundHalfEven(x·s), −128, 127) / s`,
  * `x̃ = x + λ(xq − x)`. The scale s is rounded to the element type of `x` before use
- * (as `src/core/quantize.ts` does for f32); products are exact doubles.
+ * (as `../numeric.ts` does for f32); products are exact doubles.
  */
 export function actFakeQuant<T extends Arr>(
   x: T,
@@ -37,10 +28,8 @@ export function actFakeQuant<T extends Arr>(
   cols: number,
   lambda: number,
 ): T {
-  checkDim("rows", rows);
-  checkDim("cols", cols);
+  checkFakeQuant({ rows, cols, lambda });
   checkLen("x", x, rows * cols);
-  checkLambda("lambda", lambda);
   const rnd = rounderFor(x);
   const out = alloc(x, x.length);
   for (let r = 0; r < rows; r++) {
@@ -68,7 +57,7 @@ export function actFakeQuant<T extends Arr>(
  *   `Q(W) = clamp(roundHalfEven(W / s), −127, 127) · s`;
  * - `"f16"`: `Q(W) = W` (full precision in this reference).
  * The scales γ and s are rounded to the element type of `w` before use (as
- * `src/core/quantize.ts` does for f32); divisions and products are exact doubles.
+ * `../numeric.ts` does for f32); divisions and products are exact doubles.
  */
 export function weightFakeQuant<T extends Arr>(
   w: T,
@@ -77,10 +66,8 @@ export function weightFakeQuant<T extends Arr>(
   mode: WeightQuantMode,
   lambda: number,
 ): T {
-  checkDim("outFeatures", outFeatures);
-  checkDim("inFeatures", inFeatures);
+  checkFakeQuant({ rows: outFeatures, cols: inFeatures, lambda }, mode);
   checkLen("w", w, outFeatures * inFeatures);
-  checkLambda("lambda", lambda);
   const rnd = rounderFor(w);
   const out = alloc(w, w.length);
   const meanAbs = (): number => {
@@ -108,30 +95,21 @@ export function weightFakeQuant<T extends Arr>(
       }
       return out;
     }
-    case "eightbit":
-      for (let o = 0; o < outFeatures; o++) {
-        const row = o * inFeatures;
-        let maxAbs = 0;
-        for (let i = 0; i < inFeatures; i++) {
-          maxAbs = Math.max(maxAbs, Math.abs(w[row + i]));
-        }
-        const s = rnd(Math.max(maxAbs, QUANT_EPS) / 127);
-        for (let i = 0; i < inFeatures; i++) {
-          const q = Math.min(
-            127,
-            Math.max(-127, roundHalfEven(w[row + i] / s)),
-          );
-          out[row + i] = blend(w[row + i], q * s, lambda);
-        }
-      }
-      return out;
-    default:
-      throw new RangeError(
-        `mode must be "f16", "eightbit", "ternary" or "binary", got ${
-          String(mode)
-        }`,
-      );
   }
+  // "eightbit"
+  for (let o = 0; o < outFeatures; o++) {
+    const row = o * inFeatures;
+    let maxAbs = 0;
+    for (let i = 0; i < inFeatures; i++) {
+      maxAbs = Math.max(maxAbs, Math.abs(w[row + i]));
+    }
+    const s = rnd(Math.max(maxAbs, QUANT_EPS) / 127);
+    for (let i = 0; i < inFeatures; i++) {
+      const q = Math.min(127, Math.max(-127, roundHalfEven(w[row + i] / s)));
+      out[row + i] = blend(w[row + i], q * s, lambda);
+    }
+  }
+  return out;
 }
 
 /** Shape and quantization settings of a BitLinear layer. */

@@ -4,50 +4,10 @@
  *
  * @module
  */
-import { alloc, type Arr, checkDim, checkGrad, checkLen } from "./arr.ts";
+import { alloc, type Arr, checkGrad, checkLen } from "./arr.ts";
+import { checkCrossEntropy, type CrossEntropyShape } from "../shapes.ts";
 
-/** Shape and settings of {@link crossEntropyForward}. */
-export interface CrossEntropyShape {
-  /** Number of tokens (rows of logits). */
-  readonly rows: number;
-  /** Number of classes (columns of logits). */
-  readonly vocab: number;
-  /** Label smoothing ε ∈ [0, 1]; default 0. */
-  readonly labelSmoothing?: number;
-  /** Target value of tokens left out of loss and gradient; default −1. */
-  readonly ignoreIndex?: number;
-}
-
-interface Settings {
-  readonly rows: number;
-  readonly vocab: number;
-  readonly eps: number;
-  readonly ignore: number;
-}
-
-function settings(
-  shape: CrossEntropyShape,
-  targets: ArrayLike<number>,
-): Settings {
-  const { rows, vocab } = shape;
-  checkDim("shape.rows", rows);
-  checkDim("shape.vocab", vocab);
-  const eps = shape.labelSmoothing ?? 0;
-  if (!(eps >= 0 && eps <= 1)) {
-    throw new RangeError(`shape.labelSmoothing must lie in [0, 1], got ${eps}`);
-  }
-  const ignore = shape.ignoreIndex ?? -1;
-  checkLen("targets", targets, rows);
-  for (let r = 0; r < rows; r++) {
-    const y = targets[r];
-    if (y !== ignore && !(Number.isInteger(y) && y >= 0 && y < vocab)) {
-      throw new RangeError(
-        `targets[${r}] must be ${ignore} (ignored) or an integer in [0, ${vocab}), got ${y}`,
-      );
-    }
-  }
-  return { rows, vocab, eps, ignore };
-}
+export type { CrossEntropyShape };
 
 /** Output of {@link crossEntropyForward}. */
 export interface CrossEntropyForward<T extends Arr> {
@@ -72,7 +32,8 @@ export function crossEntropyForward<T extends Arr>(
   targets: ArrayLike<number>,
   shape: CrossEntropyShape,
 ): CrossEntropyForward<T> {
-  const { rows, vocab: V, eps, ignore } = settings(shape, targets);
+  const { eps, ignore } = checkCrossEntropy(shape, targets);
+  const { rows, vocab: V } = shape;
   checkLen("logits", logits, rows * V);
   const probs = alloc(logits, rows * V);
   let lossSum = 0;
@@ -124,7 +85,8 @@ export function crossEntropyBackward(
   shape: CrossEntropyShape,
 ): void {
   const { probs, targets, count } = saved;
-  const { rows, vocab: V, eps, ignore } = settings(shape, targets);
+  const { eps, ignore } = checkCrossEntropy(shape, targets);
+  const { rows, vocab: V } = shape;
   const { dlogits } = grads;
   checkLen("saved.probs", probs, rows * V);
   checkGrad("grads.dlogits", dlogits, rows * V);

@@ -3,7 +3,8 @@
  *
  * @module
  */
-import { alloc, type Arr, checkDim, checkGrad, checkLen } from "./arr.ts";
+import { alloc, type Arr, checkGrad, checkLen } from "./arr.ts";
+import { checkMatmul } from "../shapes.ts";
 
 /**
  * Shape of `C = op(A)·op(B)` with `C` of `[m, n]` and inner dimension `k`.
@@ -35,9 +36,7 @@ interface Layout {
 
 function layout(shape: MatmulShape): Layout {
   const { m, n, k } = shape;
-  checkDim("shape.m", m);
-  checkDim("shape.n", n);
-  checkDim("shape.k", k);
+  checkMatmul(shape);
   return {
     m,
     n,

@@ -3,25 +3,10 @@
  *
  * @module
  */
-import { alloc, type Arr, checkDim, checkGrad, checkLen } from "./arr.ts";
+import { alloc, type Arr, checkGrad, checkLen } from "./arr.ts";
+import { checkNormShape as checkShape, type NormShape } from "../shapes.ts";
 
-/** Shape of a normalization over `rows` vectors of width `dim`. */
-export interface NormShape {
-  /** Number of vectors (tokens). */
-  readonly rows: number;
-  /** Width normalized over. */
-  readonly dim: number;
-  /** Added to the mean square (RMSNorm) or variance (LayerNorm) before the square root. */
-  readonly eps: number;
-}
-
-function checkShape(shape: NormShape): void {
-  checkDim("shape.rows", shape.rows);
-  checkDim("shape.dim", shape.dim);
-  if (!(shape.eps >= 0)) {
-    throw new RangeError(`shape.eps must be ≥ 0, got ${shape.eps}`);
-  }
-}
+export type { NormShape };
 
 /** Output of {@link rmsnormForward}. */
 export interface RmsNormForward<T extends Arr> {

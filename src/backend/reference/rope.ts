@@ -3,50 +3,14 @@
  *
  * @module
  */
-import type { RopeStyle } from "../../common/config.ts";
-import { alloc, type Arr, checkDim, checkLen } from "./arr.ts";
+import { alloc, type Arr, checkLen } from "./arr.ts";
+import {
+  checkRopeShape as checkShape,
+  type RopeShape,
+  type RopeStyle,
+} from "../shapes.ts";
 
-/** Shape and settings of a RoPE application to x `[batch, seqLen, heads·headDim]`. */
-export interface RopeShape {
-  /** Number of sequences. */
-  readonly batch: number;
-  /** Tokens per sequence. */
-  readonly seqLen: number;
-  /** Heads per token. */
-  readonly heads: number;
-  /** Width of a head; must be even. */
-  readonly headDim: number;
-  /** Frequency base (10000 in most models). */
-  readonly base: number;
-  /** Pairing of rotated elements. */
-  readonly style: RopeStyle;
-  /** Position of token 0 of every sequence (tokens already in a KV cache); default 0. */
-  readonly posOffset?: number;
-}
-
-function checkShape(shape: RopeShape): void {
-  checkDim("shape.batch", shape.batch);
-  checkDim("shape.seqLen", shape.seqLen);
-  checkDim("shape.heads", shape.heads);
-  checkDim("shape.headDim", shape.headDim);
-  if (shape.headDim % 2 !== 0) {
-    throw new RangeError(`shape.headDim must be even, got ${shape.headDim}`);
-  }
-  if (!(shape.base > 0)) {
-    throw new RangeError(`shape.base must be > 0, got ${shape.base}`);
-  }
-  if (shape.style !== "neox" && shape.style !== "interleaved") {
-    throw new RangeError(
-      `shape.style must be "neox" or "interleaved", got ${String(shape.style)}`,
-    );
-  }
-  const off = shape.posOffset ?? 0;
-  if (!Number.isInteger(off) || off < 0) {
-    throw new RangeError(
-      `shape.posOffset must be a non-negative integer, got ${off}`,
-    );
-  }
-}
+export type { RopeShape, RopeStyle };
 
 /**
  * Visits every rotated pair: `f(ia, ib, cos, sin)` with flat indices of the pair and
@@ -115,5 +79,3 @@ export function ropeBackward(
     dx[ib] += -dout[ia] * s + dout[ib] * c;
   });
 }
-
-export type { RopeStyle };

@@ -19,6 +19,7 @@ import {
   PORTABLE_KERNELS_BASE64,
   RELAXED_KERNELS_BASE64,
 } from "./kernels.wasm.ts";
+import { JOB, type MatmulExport, MatmulPool } from "./matmul_pool.ts";
 
 /**
  * Which kernel module runs: `"relaxed"` (relaxed SIMD: fused multiply-add and
@@ -185,6 +186,74 @@ export interface MatmulArgs {
   readonly ldb?: number;
   /** Leading dimension of C in elements (default n). */
   readonly ldc?: number;
+}
+
+/**
+ * The register tiles of the f32 matmul the module holds (rows × columns of C
+ * per micro-kernel call); see scripts/wasm_kernels_wat.ts.
+ */
+export const MATMUL_TILES: readonly MatmulTileName[] = [
+  "2x16",
+  "5x8",
+  "6x8",
+  "3x12",
+];
+
+/** A register tile of the f32 matmul, `<rows>x<columns>`. */
+export type MatmulTileName = "2x16" | "5x8" | "6x8" | "3x12";
+
+/**
+ * How the f32 matmul runs: its register tile and its cache blocking (BLIS
+ * style: `kc`-deep panels, `mc` rows of A and `nc` columns of B per packed
+ * block). Chosen per machine by measurement (src/backend/cpu/matmul_tuning.ts);
+ * every choice computes the same sums in the same order per `kc` block, so
+ * results differ between configurations only when `kc` differs.
+ */
+export interface MatmulConfig {
+  /** The register tile. */
+  readonly tile: MatmulTileName;
+  /** Rows of A per packed block (a positive multiple of the tile's rows). */
+  readonly mc: number;
+  /** Depth of a packed block (a positive multiple of 4). */
+  readonly kc: number;
+  /** Columns of B per packed block (a positive multiple of the tile's columns). */
+  readonly nc: number;
+}
+
+/** The configuration tuned on the AVX-512 machine the kernels were first written on. */
+export const DEFAULT_MATMUL_CONFIG: MatmulConfig = {
+  tile: "2x16",
+  mc: 64,
+  kc: 256,
+  nc: 2048,
+};
+
+/** Rows and columns of a tile name. */
+function tileShape(tile: MatmulTileName): { mr: number; nr: number } {
+  const [mr, nr] = tile.split("x").map(Number);
+  return { mr, nr };
+}
+
+/** Throws a RangeError naming the field when `config` is not a valid {@link MatmulConfig}. */
+export function checkMatmulConfig(config: MatmulConfig): void {
+  if (!MATMUL_TILES.includes(config.tile)) {
+    throw new RangeError(
+      `tile: unknown matmul tile ${config.tile} (one of ${
+        MATMUL_TILES.join(", ")
+      })`,
+    );
+  }
+  const { mr, nr } = tileShape(config.tile);
+  const multiple = (v: number, of: number, name: string) => {
+    if (!Number.isInteger(v) || v <= 0 || v % of !== 0 || v > 1 << 16) {
+      throw new RangeError(
+        `${name}: expected a positive multiple of ${of} up to 65536, got ${v}`,
+      );
+    }
+  };
+  multiple(config.mc, mr, "mc");
+  multiple(config.kc, 4, "kc");
+  multiple(config.nc, nr, "nc");
 }
 
 /** Arguments of {@link WasmKernels.matvec}; pointers are byte offsets. */
@@ -418,20 +487,7 @@ export interface TrainingKernels {
 }
 
 interface KernelExports extends TrainingKernels {
-  matmul(
-    a: number,
-    b: number,
-    c: number,
-    m: number,
-    n: number,
-    k: number,
-    lda: number,
-    ldb: number,
-    ldc: number,
-    flags: number,
-    work: number,
-  ): void;
-  matmul_work_bytes(n: number): number;
+  readonly [matmulTile: `matmul_${number}x${number}`]: MatmulExport;
   matvec(
     w: number,
     n: number,
@@ -477,6 +533,8 @@ interface KernelExports extends TrainingKernels {
 }
 
 const PAGE = 65536;
+/** Multiply-adds from which a matmul is split across the pool's threads. */
+const PARALLEL_MACS = 1 << 20;
 const MAX_PAGES = 65536;
 const ALIGN = 64;
 const I32_MAX = 0x7fffffff;
@@ -503,6 +561,11 @@ export class WasmKernels {
   #top = ALIGN; // the first 64 bytes stay unused so that no pointer is 0
   #work = 0;
   #workBytes = 0;
+  #matmulConfig: MatmulConfig = DEFAULT_MATMUL_CONFIG;
+  #matmulFn: MatmulExport;
+  #pool: MatmulPool | undefined;
+  /** Workspace pointer and size of each pool worker (index 0 unused: the caller's is #work). */
+  readonly #poolWork: { ptr: number; bytes: number }[] = [];
 
   private constructor(
     variant: WasmVariant,
@@ -512,6 +575,7 @@ export class WasmKernels {
     this.variant = variant;
     this.memory = memory;
     this.#k = exports;
+    this.#matmulFn = exports[`matmul_${DEFAULT_MATMUL_CONFIG.tile}`];
   }
 
   /**
@@ -526,8 +590,20 @@ export class WasmKernels {
        * workers could run kernels on the same arena.
        */
       readonly sharedMemory?: boolean;
+      /**
+       * Threads the f32 matmul runs on (default 1): with more, workers over
+       * the shared memory each take a fixed share of C's rows; results are
+       * bit-identical for any count. Release them with {@link close}.
+       */
+      readonly threads?: number;
     } = {},
   ): Promise<WasmKernels> {
+    const threads = options.threads ?? 1;
+    if (!Number.isInteger(threads) || threads < 1 || threads > 96) {
+      throw new RangeError(
+        `threads: expected an integer from 1 to 96, got ${threads}`,
+      );
+    }
     const variant = options.variant ?? ACTIVE_WASM_VARIANT;
     if (variant !== "relaxed" && variant !== "portable") {
       throw new RangeError(`variant: unknown variant ${variant}`);
@@ -545,11 +621,36 @@ export class WasmKernels {
       shared ? BYTES[variant] : unsharedMemoryBytes(BYTES[variant]),
     );
     const instance = await WebAssembly.instantiate(module, { env: { memory } });
-    return new WasmKernels(
+    const kernels = new WasmKernels(
       variant,
       memory,
       instance.exports as unknown as KernelExports,
     );
+    if (threads > 1) {
+      if (!shared) {
+        throw new RangeError("threads: more than 1 needs a shared memory");
+      }
+      const control = kernels.alloc(4 * JOB.words);
+      kernels.i32(control, JOB.words).fill(0);
+      kernels.#pool = await MatmulPool.start(
+        BYTES[variant],
+        memory,
+        control,
+        threads,
+      );
+    }
+    return kernels;
+  }
+
+  /** Threads the f32 matmul runs on. */
+  get threads(): number {
+    return this.#pool?.threads ?? 1;
+  }
+
+  /** Stops the matmul's worker threads, if any (idempotent); matmuls then run on one thread. */
+  close(): void {
+    this.#pool?.close();
+    this.#pool = undefined;
   }
 
   // ---------------------------------------------------------------- arena
@@ -707,10 +808,62 @@ export class WasmKernels {
     this.#checkRange(b, 4 * (transB ? ext(n, k, ldb) : ext(k, n, ldb)), "b", 4);
     this.#checkRange(c, 4 * ext(m, n, ldc), "c", 4);
     if (m === 0 || n === 0) return;
-    const work = this.#workspace(this.#k.matmul_work_bytes(n));
+    const { mc, kc, nc } = this.#matmulConfig;
+    const { mr, nr } = tileShape(this.#matmulConfig.tile);
+    // Spill tile, packed A block, packed B block (whole tile columns).
+    const bytes = 4 *
+      (mr * nr + mc * kc + Math.ceil(Math.min(n, nc) / nr) * nr * kc);
+    const work = this.#workspace(bytes);
     const flags = (transA ? 1 : 0) | (transB ? 2 : 0) |
       (args.accumulate ? 4 : 0);
-    this.#k.matmul(a, b, c, m, n, k, lda, ldb, ldc, flags, work);
+    const pool = this.#pool;
+    // Small products stay on this thread: waking the workers costs ~10 µs.
+    if (pool === undefined || m < 2 * mr || m * n * k < PARALLEL_MACS) {
+      this.#matmulFn(a, b, c, m, n, k, lda, ldb, ldc, flags, work, mc, kc, nc);
+      return;
+    }
+    for (let i = 1; i < pool.threads; i++) {
+      const w = this.#poolWork[i] ??= { ptr: 0, bytes: 0 };
+      if (w.bytes < bytes) {
+        if (w.ptr !== 0) this.free(w.ptr);
+        w.ptr = this.alloc(bytes);
+        w.bytes = bytes;
+        this.i32(pool.control, JOB.words)[JOB.work + i] = w.ptr;
+      }
+    }
+    pool.run(
+      [
+        [JOB.a, a],
+        [JOB.b, b],
+        [JOB.c, c],
+        [JOB.m, m],
+        [JOB.n, n],
+        [JOB.k, k],
+        [JOB.lda, lda],
+        [JOB.ldb, ldb],
+        [JOB.ldc, ldc],
+        [JOB.flags, flags],
+        [JOB.mc, mc],
+        [JOB.kc, kc],
+        [JOB.nc, nc],
+        [JOB.mr, mr],
+        [JOB.nr, nr],
+      ],
+      this.#k as unknown as Record<string, MatmulExport>,
+      work,
+    );
+  }
+
+  /** The register tile and cache blocking {@link matmul} runs with. */
+  get matmulConfig(): MatmulConfig {
+    return this.#matmulConfig;
+  }
+
+  /** Sets the register tile and cache blocking of {@link matmul} (checked). */
+  set matmulConfig(config: MatmulConfig) {
+    checkMatmulConfig(config);
+    this.#matmulConfig = { ...config };
+    this.#matmulFn = this.#k[`matmul_${config.tile}`];
   }
 
   #workspace(bytes: number): number {

@@ -4,6 +4,11 @@
  * or reads back: a step records everything into one encoder and hands it to
  * {@link BufferPool.submit} or {@link BufferPool.readBack} at the end.
  *
+ * Binding numbers and uniform layouts are not written here: `kernels.wgsl.ts`
+ * (generated from the WGSL by `scripts/build_kernels.ts`) lists each module's
+ * bindings and uniform fields, and a wrapper names the buffers and uniform values
+ * of a dispatch by their WGSL names. The element-wise kernels are one table.
+ *
  * All tensors are f32, row-major, and start at element 0 of their buffer (a buffer
  * may be larger than the tensor: pooled buffers are rounded up to a size class).
  *
@@ -11,24 +16,9 @@
  */
 import type { GpuAdapterInfo, GpuDeviceShape } from "./adapter.ts";
 import type { BufferPool } from "./buffer_pool.ts";
-import {
-  ACT_QUANT_WGSL,
-  ACTIVATIONS_WGSL,
-  ADAMW_WGSL,
-  ARITH_WGSL,
-  ATTENTION_WGSL,
-  EMBEDDING_WGSL,
-  GRAD_CLIP_WGSL,
-  LAYERNORM_WGSL,
-  MATMUL_REGISTER_WGSL,
-  MATMUL_SHARED_WGSL,
-  REDUCE_WGSL,
-  RMSNORM_WGSL,
-  ROPE_WGSL,
-  SOFTMAX_CROSS_ENTROPY_WGSL,
-  TERNARY_QUANT_WGSL,
-  WEIGHT_QUANT_WGSL,
-} from "./kernels.wgsl.ts";
+import { MAX_INT8_STEP, QUANT_EPS } from "../numeric.ts";
+import { kernelSource, type UniformType } from "./kernel_layout.ts";
+import { KERNEL_MODULES, type KernelName } from "./kernels.wgsl.ts";
 
 /**
  * Matmul implementation: `"register"` (8×4 outputs per invocation, no workgroup
@@ -141,7 +131,9 @@ export function ropeTable(
   if (rotaryDim % 2 !== 0) {
     throw new Error(`rotaryDim must be even, got ${rotaryDim}`);
   }
-  if (!(base > 1)) throw new Error(`base must be > 1, got ${base}`);
+  if (!(base > 0 && Number.isFinite(base))) {
+    throw new Error(`base must be finite and > 0, got ${base}`);
+  }
   const half = rotaryDim / 2;
   const table = new Float32Array(2 * maxPositions * half);
   for (let p = 0; p < maxPositions; p++) {
@@ -176,122 +168,81 @@ export interface WebGpuKernelsOptions {
   readonly matmulVariant?: MatmulVariant;
 }
 
+/**
+ * Arguments of an element-wise wrapper: the buffers `B` (each of `n` elements),
+ * the scalars `S`, and `n`.
+ */
+export type ElementwiseArgs<B extends string, S extends string = never> =
+  & { readonly [K in B]: GPUBuffer }
+  & { readonly [K in S]: number }
+  & { readonly n: number };
+
+/** An element-wise wrapper: records one dispatch over `args.n` values. */
+export type Elementwise<B extends string, S extends string = never> = (
+  encoder: GPUCommandEncoder,
+  args: ElementwiseArgs<B, S>,
+) => void;
+
+// The element-wise kernels: module and entry point, the WGSL binding of each buffer
+// argument (n elements each), and the uniform `alpha` of arith.wgsl: the scalar
+// argument it comes from, or a constant.
+const ELEMENTWISE = {
+  add: ["arith", "add", { a: "in0", b: "in1", out: "out0" }, 1],
+  mul: ["arith", "mul", { a: "in0", b: "in1", out: "out0" }, 1],
+  mulAccumulate: ["arith", "mul_acc", { a: "in0", b: "in1", out: "out0" }, 1],
+  axpy: ["arith", "axpy", { x: "in0", y: "out0" }, "alpha"],
+  scale: ["arith", "scale", { a: "in0", out: "out0" }, "alpha"],
+  fill: ["arith", "fill", { out: "out0" }, "value"],
+  clampAbs: ["arith", "clamp_abs", { x: "out0" }, "limit"],
+  siluForward: ["activations", "silu_fwd", { x: "in0", out: "out0" }],
+  siluBackward: ["activations", "silu_bwd", {
+    x: "in0",
+    dy: "in1",
+    dx: "out0",
+  }],
+  relu2Forward: ["activations", "relu2_fwd", { x: "in0", out: "out0" }],
+  relu2Backward: [
+    "activations",
+    "relu2_bwd",
+    { x: "in0", dy: "in1", dx: "out0" },
+  ],
+  swigluForward: [
+    "activations",
+    "swiglu_fwd",
+    { gate: "in0", up: "in1", out: "out0" },
+  ],
+  swigluBackward: ["activations", "swiglu_bwd", {
+    gate: "in0",
+    up: "in1",
+    dy: "in2",
+    dGate: "out0",
+    dUp: "out1",
+  }],
+} as const satisfies Record<
+  string,
+  readonly [KernelName, string, Record<string, string>, (string | number)?]
+>;
+
+// Override constants of the modules compiled in several variants.
+const VARIANTS: Partial<Record<KernelName, Record<string, number>[]>> = {
+  matmul_register: transposes(),
+  matmul_shared: transposes(),
+};
+
+function transposes(): Record<string, number>[] {
+  return [0, 1].flatMap((a) => [0, 1].map((b) => ({ TRANS_A: a, TRANS_B: b })));
+}
+
 // Caps the workgroups of grid-stride kernels: enough to fill an H100, and every
 // dimension stays under the 65535 limit.
 const MAX_GROUPS = 4096;
 const REDUCE_GROUPS = 256; // = the finish pass's workgroup size
 
-// The largest f32 step s with 127·s ≤ f32 max, the cap of the int8 weight step (as
-// `src/core/quantize.ts`: fround(f32 max / 127) rounds up).
-const MAX_INT8_STEP: number = (() => {
-  const b = Float32Array.of(3.4028234663852886e38 / 127);
-  if (127 * b[0] > 3.4028234663852886e38) new Uint32Array(b.buffer)[0]--;
-  return b[0];
-})();
+// One storage binding of a dispatch, keyed by its WGSL name: the argument's name
+// (for errors), the buffer, and the number of 4-byte elements the kernel touches.
+type Bind = readonly [string, GPUBuffer, number];
 
-type PipelineKey =
-  | "matmul_register"
-  | "matmul_shared"
-  | "arith"
-  | "activations"
-  | "rmsnorm"
-  | "reduce"
-  | "ternary_quant"
-  | "act_quant"
-  | "embedding"
-  | "rope"
-  | "adamw"
-  | "grad_clip"
-  | "attention"
-  | "weight_quant"
-  | "layernorm"
-  | "softmax_cross_entropy";
-
-const SOURCES: Record<PipelineKey, string> = {
-  matmul_register: MATMUL_REGISTER_WGSL,
-  matmul_shared: MATMUL_SHARED_WGSL,
-  arith: ARITH_WGSL,
-  activations: ACTIVATIONS_WGSL,
-  rmsnorm: RMSNORM_WGSL,
-  reduce: REDUCE_WGSL,
-  ternary_quant: TERNARY_QUANT_WGSL,
-  act_quant: ACT_QUANT_WGSL,
-  embedding: EMBEDDING_WGSL,
-  rope: ROPE_WGSL,
-  adamw: ADAMW_WGSL,
-  grad_clip: GRAD_CLIP_WGSL,
-  attention: ATTENTION_WGSL,
-  weight_quant: WEIGHT_QUANT_WGSL,
-  layernorm: LAYERNORM_WGSL,
-  softmax_cross_entropy: SOFTMAX_CROSS_ENTROPY_WGSL,
-};
-
-// Every (module, entry point, override constants) the wrappers use.
-const ENTRY_POINTS:
-  readonly (readonly [PipelineKey, string, Record<string, number>?])[] = [
-    ...(["matmul_register", "matmul_shared"] as const).flatMap((key) =>
-      [0, 1].flatMap((ta) =>
-        [0, 1].map((tb) => [key, "main", { TRANS_A: ta, TRANS_B: tb }] as const)
-      )
-    ),
-    ["arith", "add"],
-    ["arith", "axpy"],
-    ["arith", "scale"],
-    ["arith", "fill"],
-    ["arith", "clamp_abs"],
-    ["arith", "mul"],
-    ["arith", "mul_acc"],
-    ["activations", "silu_fwd"],
-    ["activations", "silu_bwd"],
-    ["activations", "relu2_fwd"],
-    ["activations", "relu2_bwd"],
-    ["activations", "swiglu_fwd"],
-    ["activations", "swiglu_bwd"],
-    ["rmsnorm", "fwd"],
-    ["rmsnorm", "bwd_dx"],
-    ["rmsnorm", "bwd_dw"],
-    ["reduce", "partial"],
-    ["reduce", "finish"],
-    ["ternary_quant", "main"],
-    ["act_quant", "main"],
-    ["embedding", "gather"],
-    ["embedding", "scatter_add"],
-    ["rope", "main"],
-    ["adamw", "main"],
-    ["grad_clip", "main"],
-    ["attention", "fwd"],
-    ["attention", "bwd_dq"],
-    ["attention", "bwd_dkv"],
-    ["weight_quant", "apply"],
-    ["weight_quant", "kept_partial"],
-    ["weight_quant", "kept_finish"],
-    ["weight_quant", "eightbit"],
-    ["layernorm", "fwd"],
-    ["layernorm", "bwd_dx"],
-    ["layernorm", "bwd_dwb"],
-    ["softmax_cross_entropy", "fwd"],
-    ["softmax_cross_entropy", "finish"],
-    ["softmax_cross_entropy", "bwd"],
-  ];
-
-type Field = readonly ["u" | "i" | "f", number];
-
-// One storage-buffer argument of a dispatch: its name (for errors), binding
-// number, buffer, the number of 4-byte elements the kernel touches, and whether
-// the kernel writes it.
-type Arg = readonly [string, number, GPUBuffer, number, "w"?];
-
-// Packs uniform fields (u32, i32 or f32, 4 bytes each) in declaration order.
-function pack(fields: readonly Field[]): ArrayBuffer {
-  const buffer = new ArrayBuffer(fields.length * 4);
-  const view = new DataView(buffer);
-  fields.forEach(([kind, value], i) => {
-    if (kind === "u") view.setUint32(i * 4, value, true);
-    else if (kind === "i") view.setInt32(i * 4, value, true);
-    else view.setFloat32(i * 4, value, true);
-  });
-  return buffer;
-}
+type Groups = readonly [number, number, number];
 
 function requireInt(name: string, value: number, min: number): void {
   if (!Number.isInteger(value) || value < min || value > 0xffffffff) {
@@ -307,8 +258,8 @@ function requireFinite(name: string, value: number): void {
   }
 }
 
-function groupsFor(items: number, perGroup: number): number {
-  return Math.min(Math.max(Math.ceil(items / perGroup), 1), MAX_GROUPS);
+function groupsFor(items: number, perGroup: number): Groups {
+  return [Math.min(Math.max(Math.ceil(items / perGroup), 1), MAX_GROUPS), 1, 1];
 }
 
 /**
@@ -325,7 +276,7 @@ export class WebGpuKernels {
   /** Variant of {@link WebGpuKernels.matmul} when a call names none. */
   readonly matmulVariant: MatmulVariant;
   readonly #maxGroups: number;
-  readonly #modules = new Map<PipelineKey, GPUShaderModule>();
+  readonly #modules = new Map<KernelName, GPUShaderModule>();
   readonly #pipelines = new Map<string, GPUComputePipeline>();
   // Per-workgroup partial sums of the two-pass reductions, taken from the pool for
   // the kernels' lifetime; shared by every reduction because the dispatches of an
@@ -359,8 +310,13 @@ export class WebGpuKernels {
    */
   async compileAll(): Promise<void> {
     this.device.pushErrorScope("validation");
-    for (const [key, entry, constants] of ENTRY_POINTS) {
-      this.#pipeline(key, entry, constants);
+    for (const [key, module] of Object.entries(KERNEL_MODULES)) {
+      const kernel = key as KernelName;
+      for (const entry of Object.keys(module.entries)) {
+        for (const constants of VARIANTS[kernel] ?? [undefined]) {
+          this.#pipeline(kernel, entry, constants);
+        }
+      }
     }
     const error = await this.device.popErrorScope();
     if (error !== null) {
@@ -398,7 +354,7 @@ export class WebGpuKernels {
       Math.ceil(n / (variant === "register" ? 32 : 64)),
       Math.ceil(m / 64),
       batch,
-    ];
+    ] as const;
     ["n", "m", "batch"].forEach((name, i) => {
       if (groups[i] > this.#maxGroups) {
         throw new Error(
@@ -408,279 +364,77 @@ export class WebGpuKernels {
         );
       }
     });
-    this.#dispatch(
+    this.#launch(
       encoder,
-      this.#pipeline(`matmul_${variant}`, "main", {
-        TRANS_A: args.transA ? 1 : 0,
-        TRANS_B: args.transB ? 1 : 0,
-      }),
-      [
-        ["a", 0, args.a, (batch - 1) * strideA + m * k],
-        ["b", 1, args.b, (batch - 1) * strideB + k * n],
-        ["c", 2, args.c, (batch - 1) * strideC + m * n, "w"],
-      ],
-      3,
-      pack([
-        ["u", m],
-        ["u", n],
-        ["u", k],
-        ["u", args.accumulate ? 1 : 0],
-        ["u", strideA],
-        ["u", strideB],
-        ["u", strideC],
-        ["f", alpha],
-      ]),
-      [groups[0], groups[1], groups[2]],
+      `matmul_${variant}`,
+      "main",
+      {
+        a: ["a", args.a, (batch - 1) * strideA + m * k],
+        b: ["b", args.b, (batch - 1) * strideB + k * n],
+        c: ["c", args.c, (batch - 1) * strideC + m * n],
+      },
+      {
+        m,
+        n,
+        k,
+        accumulate: args.accumulate ? 1 : 0,
+        stride_a: strideA,
+        stride_b: strideB,
+        stride_c: strideC,
+        alpha,
+      },
+      groups,
+      { TRANS_A: args.transA ? 1 : 0, TRANS_B: args.transB ? 1 : 0 },
     );
   }
 
   /** `out = a + b`, element-wise over `n` values. */
-  add(
-    encoder: GPUCommandEncoder,
-    args: {
-      readonly a: GPUBuffer;
-      readonly b: GPUBuffer;
-      readonly out: GPUBuffer;
-      readonly n: number;
-    },
-  ): void {
-    this.#binary(encoder, "add", args);
-  }
-
-  // The element-wise kernels of arith.wgsl that read a and b and write out.
-  #binary(
-    encoder: GPUCommandEncoder,
-    entry: "add" | "mul" | "mul_acc",
-    args: {
-      readonly a: GPUBuffer;
-      readonly b: GPUBuffer;
-      readonly out: GPUBuffer;
-      readonly n: number;
-    },
-  ): void {
-    const n = args.n;
-    this.#elementwise(
-      encoder,
-      "arith",
-      entry,
-      n,
-      [
-        ["a", 0, args.a, n],
-        ["b", 1, args.b, n],
-        ["out", 2, args.out, n, "w"],
-      ],
-      3,
-      [["f", 1]],
-    );
-  }
+  readonly add: Elementwise<"a" | "b" | "out"> = this.#op("add");
 
   /** `y += alpha·x` over `n` values (y is updated in place). */
-  axpy(
-    encoder: GPUCommandEncoder,
-    args: {
-      readonly x: GPUBuffer;
-      readonly y: GPUBuffer;
-      readonly n: number;
-      readonly alpha: number;
-    },
-  ): void {
-    requireFinite("alpha", args.alpha);
-    const n = args.n;
-    this.#elementwise(
-      encoder,
-      "arith",
-      "axpy",
-      n,
-      [
-        ["x", 0, args.x, n],
-        ["y", 2, args.y, n, "w"],
-      ],
-      3,
-      [["f", args.alpha]],
-    );
-  }
+  readonly axpy: Elementwise<"x" | "y", "alpha"> = this.#op("axpy");
 
   /** `out = alpha·a` over `n` values. */
-  scale(
-    encoder: GPUCommandEncoder,
-    args: {
-      readonly a: GPUBuffer;
-      readonly out: GPUBuffer;
-      readonly n: number;
-      readonly alpha: number;
-    },
-  ): void {
-    requireFinite("alpha", args.alpha);
-    const n = args.n;
-    this.#elementwise(
-      encoder,
-      "arith",
-      "scale",
-      n,
-      [
-        ["a", 0, args.a, n],
-        ["out", 2, args.out, n, "w"],
-      ],
-      3,
-      [["f", args.alpha]],
-    );
-  }
+  readonly scale: Elementwise<"a" | "out", "alpha"> = this.#op("scale");
+
+  /** `out = value` over `n` values. */
+  readonly fill: Elementwise<"out", "value"> = this.#op("fill");
+
+  /** `x = max(min(x, limit), −limit)` in place over `n` values (latent-weight clipping). */
+  readonly clampAbs: Elementwise<"x", "limit"> = this.#op("clampAbs");
+
+  /** `out = a ⊙ b` over `n` values. */
+  readonly mul: Elementwise<"a" | "b" | "out"> = this.#op("mul");
+
+  /** `out += a ⊙ b` over `n` values (fused multiply-add). */
+  readonly mulAccumulate: Elementwise<"a" | "b" | "out"> = this.#op(
+    "mulAccumulate",
+  );
 
   /** SiLU: `out = x·σ(x)`. */
-  siluForward(
-    encoder: GPUCommandEncoder,
-    args: {
-      readonly x: GPUBuffer;
-      readonly out: GPUBuffer;
-      readonly n: number;
-    },
-  ): void {
-    const n = args.n;
-    this.#elementwise(
-      encoder,
-      "activations",
-      "silu_fwd",
-      n,
-      [
-        ["x", 0, args.x, n],
-        ["out", 3, args.out, n, "w"],
-      ],
-      5,
-      [],
-    );
-  }
+  readonly siluForward: Elementwise<"x" | "out"> = this.#op("siluForward");
 
   /** SiLU backward: `dx = dy·σ(x)·(1 + x·(1 − σ(x)))`. */
-  siluBackward(
-    encoder: GPUCommandEncoder,
-    args: {
-      readonly x: GPUBuffer;
-      readonly dy: GPUBuffer;
-      readonly dx: GPUBuffer;
-      readonly n: number;
-    },
-  ): void {
-    const n = args.n;
-    this.#elementwise(
-      encoder,
-      "activations",
-      "silu_bwd",
-      n,
-      [
-        ["x", 0, args.x, n],
-        ["dy", 1, args.dy, n],
-        ["dx", 3, args.dx, n, "w"],
-      ],
-      5,
-      [],
-    );
-  }
+  readonly siluBackward: Elementwise<"x" | "dy" | "dx"> = this.#op(
+    "siluBackward",
+  );
 
   /** ReLU²: `out = max(x, 0)²`. */
-  relu2Forward(
-    encoder: GPUCommandEncoder,
-    args: {
-      readonly x: GPUBuffer;
-      readonly out: GPUBuffer;
-      readonly n: number;
-    },
-  ): void {
-    const n = args.n;
-    this.#elementwise(
-      encoder,
-      "activations",
-      "relu2_fwd",
-      n,
-      [
-        ["x", 0, args.x, n],
-        ["out", 3, args.out, n, "w"],
-      ],
-      5,
-      [],
-    );
-  }
+  readonly relu2Forward: Elementwise<"x" | "out"> = this.#op("relu2Forward");
 
   /** ReLU² backward: `dx = dy·2·max(x, 0)`. */
-  relu2Backward(
-    encoder: GPUCommandEncoder,
-    args: {
-      readonly x: GPUBuffer;
-      readonly dy: GPUBuffer;
-      readonly dx: GPUBuffer;
-      readonly n: number;
-    },
-  ): void {
-    const n = args.n;
-    this.#elementwise(
-      encoder,
-      "activations",
-      "relu2_bwd",
-      n,
-      [
-        ["x", 0, args.x, n],
-        ["dy", 1, args.dy, n],
-        ["dx", 3, args.dx, n, "w"],
-      ],
-      5,
-      [],
-    );
-  }
+  readonly relu2Backward: Elementwise<"x" | "dy" | "dx"> = this.#op(
+    "relu2Backward",
+  );
 
   /** SwiGLU: `out = silu(gate)·up`. */
-  swigluForward(
-    encoder: GPUCommandEncoder,
-    args: {
-      readonly gate: GPUBuffer;
-      readonly up: GPUBuffer;
-      readonly out: GPUBuffer;
-      readonly n: number;
-    },
-  ): void {
-    const n = args.n;
-    this.#elementwise(
-      encoder,
-      "activations",
-      "swiglu_fwd",
-      n,
-      [
-        ["gate", 0, args.gate, n],
-        ["up", 1, args.up, n],
-        ["out", 3, args.out, n, "w"],
-      ],
-      5,
-      [],
-    );
-  }
+  readonly swigluForward: Elementwise<"gate" | "up" | "out"> = this.#op(
+    "swigluForward",
+  );
 
   /** SwiGLU backward: `dGate = dy·up·silu'(gate)`, `dUp = dy·silu(gate)`. */
-  swigluBackward(
-    encoder: GPUCommandEncoder,
-    args: {
-      readonly gate: GPUBuffer;
-      readonly up: GPUBuffer;
-      readonly dy: GPUBuffer;
-      readonly dGate: GPUBuffer;
-      readonly dUp: GPUBuffer;
-      readonly n: number;
-    },
-  ): void {
-    const n = args.n;
-    this.#elementwise(
-      encoder,
-      "activations",
-      "swiglu_bwd",
-      n,
-      [
-        ["gate", 0, args.gate, n],
-        ["up", 1, args.up, n],
-        ["dy", 2, args.dy, n],
-        ["dGate", 3, args.dGate, n, "w"],
-        ["dUp", 4, args.dUp, n, "w"],
-      ],
-      5,
-      [],
-    );
-  }
+  readonly swigluBackward: Elementwise<"gate" | "up" | "dy" | "dGate" | "dUp"> =
+    this.#op("swigluBackward");
 
   /**
    * RMSNorm per row of x (rows × dim): `r = 1/sqrt(mean(x²) + eps)`,
@@ -699,21 +453,19 @@ export class WebGpuKernels {
     },
   ): void {
     const { rows, dim } = args;
-    requireInt("rows", rows, 1);
-    requireInt("dim", dim, 1);
     requireFinite("eps", args.eps);
-    this.#dispatch(
+    this.#launch(
       encoder,
-      this.#pipeline("rmsnorm", "fwd"),
-      [
-        ["x", 0, args.x, rows * dim],
-        ["weight", 1, args.weight, dim],
-        ["out", 4, args.out, rows * dim, "w"],
-        ["invRms", 5, args.invRms, rows, "w"],
-      ],
-      6,
-      pack([["u", rows], ["u", dim], ["f", args.eps], ["u", 0]]),
-      [Math.min(rows, this.#maxGroups), 1, 1],
+      "rmsnorm",
+      "fwd",
+      {
+        x: ["x", args.x, rows * dim],
+        w: ["weight", args.weight, dim],
+        out0: ["out", args.out, rows * dim],
+        rms_out: ["invRms", args.invRms, rows],
+      },
+      rowParams(rows, dim, { eps: args.eps, accumulate: 0 }),
+      this.#rows(rows),
     );
   }
 
@@ -737,36 +489,39 @@ export class WebGpuKernels {
     },
   ): void {
     const { rows, dim } = args;
-    requireInt("rows", rows, 1);
-    requireInt("dim", dim, 1);
-    const uniform = pack([["u", rows], ["u", dim], ["f", 0], [
-      "u",
-      args.accumulateWeight ? 1 : 0,
-    ]]);
-    const x: Arg = ["x", 0, args.x, rows * dim];
-    const dy: Arg = ["dy", 2, args.dy, rows * dim];
-    const invRms: Arg = ["invRms", 3, args.invRms, rows];
-    this.#dispatch(
+    const uniform = rowParams(rows, dim, {
+      eps: 0,
+      accumulate: args.accumulateWeight ? 1 : 0,
+    });
+    const x: Bind = ["x", args.x, rows * dim];
+    const dy: Bind = ["dy", args.dy, rows * dim];
+    const rms: Bind = ["invRms", args.invRms, rows];
+    this.#launch(
       encoder,
-      this.#pipeline("rmsnorm", "bwd_dx"),
-      [x, ["weight", 1, args.weight, dim], dy, invRms, [
-        "dx",
-        4,
-        args.dx,
-        rows * dim,
-        "w",
-      ]],
-      6,
+      "rmsnorm",
+      "bwd_dx",
+      {
+        x,
+        w: ["weight", args.weight, dim],
+        dy,
+        rms_in: rms,
+        out0: ["dx", args.dx, rows * dim],
+      },
       uniform,
-      [Math.min(rows, this.#maxGroups), 1, 1],
+      this.#rows(rows),
     );
-    this.#dispatch(
+    this.#launch(
       encoder,
-      this.#pipeline("rmsnorm", "bwd_dw"),
-      [x, dy, invRms, ["dWeight", 4, args.dWeight, dim, "w"]],
-      6,
+      "rmsnorm",
+      "bwd_dw",
+      {
+        x,
+        dy,
+        rms_in: rms,
+        out0: ["dWeight", args.dWeight, dim],
+      },
       uniform,
-      [groupsFor(dim, 128), 1, 1],
+      groupsFor(dim, 128),
     );
   }
 
@@ -781,16 +536,7 @@ export class WebGpuKernels {
     },
   ): void {
     requireInt("n", args.n, 1);
-    this.#reduce(
-      encoder,
-      args.x,
-      args.n,
-      0,
-      args.out,
-      args.outIndex ?? 0,
-      1 / args.n,
-      false,
-    );
+    this.#reduce(encoder, args, 0, 1 / args.n, false);
   }
 
   /**
@@ -808,16 +554,7 @@ export class WebGpuKernels {
     },
   ): void {
     requireInt("n", args.n, 1);
-    this.#reduce(
-      encoder,
-      args.x,
-      args.n,
-      1,
-      args.out,
-      args.outIndex ?? 0,
-      1,
-      args.accumulate ?? false,
-    );
+    this.#reduce(encoder, args, 1, 1, args.accumulate ?? false);
   }
 
   /**
@@ -839,19 +576,17 @@ export class WebGpuKernels {
     const n = args.n;
     requireInt("n", n, 1);
     requireFinite("lambda", args.lambda);
-    this.#dispatch(
+    this.#launch(
       encoder,
-      this.#pipeline("ternary_quant", "main"),
-      [["w", 0, args.w, n], ["gamma", 1, args.gamma, 1], [
-        "out",
-        2,
-        args.out,
-        n,
-        "w",
-      ]],
-      3,
-      pack([["u", n], ["f", args.lambda], ["f", args.eps ?? 1e-5]]),
-      [groupsFor(n, 256), 1, 1],
+      "ternary_quant",
+      "main",
+      {
+        w: ["w", args.w, n],
+        gamma: ["gamma", args.gamma, 1],
+        out: ["out", args.out, n],
+      },
+      { n, lambda: args.lambda, eps: args.eps ?? QUANT_EPS },
+      groupsFor(n, 256),
     );
   }
 
@@ -871,19 +606,20 @@ export class WebGpuKernels {
     },
   ): void {
     const { rows, dim } = args;
-    requireInt("rows", rows, 1);
-    requireInt("dim", dim, 1);
     requireFinite("lambda", args.lambda);
-    this.#dispatch(
+    this.#launch(
       encoder,
-      this.#pipeline("act_quant", "main"),
-      [["x", 0, args.x, rows * dim], ["out", 1, args.out, rows * dim, "w"]],
-      2,
-      pack([["u", rows], ["u", dim], ["f", args.lambda], [
-        "f",
-        args.eps ?? 1e-5,
-      ]]),
-      [Math.min(rows, this.#maxGroups), 1, 1],
+      "act_quant",
+      "main",
+      {
+        x: ["x", args.x, rows * dim],
+        out: ["out", args.out, rows * dim],
+      },
+      rowParams(rows, dim, {
+        lambda: args.lambda,
+        eps: args.eps ?? QUANT_EPS,
+      }),
+      this.#rows(rows),
     );
   }
 
@@ -903,17 +639,17 @@ export class WebGpuKernels {
     requireInt("tokens", tokens, 1);
     requireInt("dim", dim, 1);
     requireInt("vocab", vocab, 1);
-    this.#dispatch(
+    this.#launch(
       encoder,
-      this.#pipeline("embedding", "gather"),
-      [
-        ["table", 0, args.table, vocab * dim],
-        ["ids", 1, args.ids, tokens],
-        ["out", 2, args.out, tokens * dim, "w"],
-      ],
-      3,
-      pack([["u", tokens], ["u", dim], ["u", vocab], ["u", 0]]),
-      [groupsFor(tokens * dim, 256), 1, 1],
+      "embedding",
+      "gather",
+      {
+        src: ["table", args.table, vocab * dim],
+        ids: ["ids", args.ids, tokens],
+        dst: ["out", args.out, tokens * dim],
+      },
+      { tokens, dim, vocab, unique: 0 },
+      groupsFor(tokens * dim, 256),
     );
   }
 
@@ -943,17 +679,17 @@ export class WebGpuKernels {
         `index lists id ${data[unique - 1]}, outside vocab = ${vocab}`,
       );
     }
-    this.#dispatch(
+    this.#launch(
       encoder,
-      this.#pipeline("embedding", "scatter_add"),
-      [
-        ["dOut", 0, args.dOut, tokens * dim],
-        ["indexBuffer", 1, args.indexBuffer, data.length],
-        ["dTable", 2, args.dTable, vocab * dim, "w"],
-      ],
-      3,
-      pack([["u", tokens], ["u", dim], ["u", vocab], ["u", unique]]),
-      [groupsFor(unique * dim, 256), 1, 1],
+      "embedding",
+      "scatter_add",
+      {
+        src: ["dOut", args.dOut, tokens * dim],
+        ids: ["indexBuffer", args.indexBuffer, data.length],
+        dst: ["dTable", args.dTable, vocab * dim],
+      },
+      { tokens, dim, vocab, unique },
+      groupsFor(unique * dim, 256),
     );
   }
 
@@ -1009,28 +745,21 @@ export class WebGpuKernels {
       );
     }
     const rows = tokens * heads;
-    this.#dispatch(
-      encoder,
-      this.#pipeline("rope", "main"),
-      [
-        ["x", 0, args.x, rows * headDim],
-        ["table", 1, args.table, maxPositions * rotaryDim],
-        ["out", 2, args.out, rows * headDim, "w"],
-      ],
-      3,
-      pack([
-        ["u", rows],
-        ["u", headDim],
-        ["u", rotaryDim],
-        ["u", heads],
-        ["u", seqLen],
-        ["u", posOffset],
-        ["u", maxPositions],
-        ["u", args.style === "interleaved" ? 1 : 0],
-        ["u", args.inverse ? 1 : 0],
-      ]),
-      [groupsFor(rows * headDim, 256), 1, 1],
-    );
+    this.#launch(encoder, "rope", "main", {
+      x: ["x", args.x, rows * headDim],
+      table: ["table", args.table, maxPositions * rotaryDim],
+      out: ["out", args.out, rows * headDim],
+    }, {
+      rows,
+      head_dim: headDim,
+      rot_dim: rotaryDim,
+      heads,
+      seq_len: seqLen,
+      pos_offset: posOffset,
+      max_pos: maxPositions,
+      interleaved: args.style === "interleaved" ? 1 : 0,
+      inverse: args.inverse ? 1 : 0,
+    }, groupsFor(rows * headDim, 256));
   }
 
   /**
@@ -1047,12 +776,15 @@ export class WebGpuKernels {
     },
   ): void {
     requireFinite("maxNorm", args.maxNorm);
-    this.#dispatch(
+    this.#launch(
       encoder,
-      this.#pipeline("grad_clip", "main"),
-      [["sumSquares", 0, args.sumSquares, 1], ["scale", 1, args.scale, 2, "w"]],
-      2,
-      pack([["f", args.maxNorm]]),
+      "grad_clip",
+      "main",
+      {
+        sumsq: ["sumSquares", args.sumSquares, 1],
+        scale: ["scale", args.scale, 2],
+      },
+      { max_norm: args.maxNorm },
       [1, 1, 1],
     );
   }
@@ -1092,28 +824,21 @@ export class WebGpuKernels {
         throw new Error(`${name} must be in [0, 1), got ${args[name]}`);
       }
     }
-    this.#dispatch(
-      encoder,
-      this.#pipeline("adamw", "main"),
-      [
-        ["grad", 0, args.grad, n],
-        ["gradScale", 1, args.gradScale, 1],
-        ["param", 2, args.param, n, "w"],
-        ["m", 3, args.m, n, "w"],
-        ["v", 4, args.v, n, "w"],
-      ],
-      5,
-      pack([
-        ["u", n],
-        ["f", lr / (1 - Math.pow(beta1, step))],
-        ["f", Math.sqrt(1 - Math.pow(beta2, step))],
-        ["f", beta1],
-        ["f", beta2],
-        ["f", args.eps],
-        ["f", 1 - lr * args.weightDecay],
-      ]),
-      [groupsFor(n, 256), 1, 1],
-    );
+    this.#launch(encoder, "adamw", "main", {
+      grad: ["grad", args.grad, n],
+      gscale: ["gradScale", args.gradScale, 1],
+      param: ["param", args.param, n],
+      m1: ["m", args.m, n],
+      m2: ["v", args.v, n],
+    }, {
+      n,
+      step_size: lr / (1 - Math.pow(beta1, step)),
+      bc2_sqrt: Math.sqrt(1 - Math.pow(beta2, step)),
+      beta1,
+      beta2,
+      eps: args.eps,
+      decay: 1 - lr * args.weightDecay,
+    }, groupsFor(n, 256));
   }
 
   /**
@@ -1133,19 +858,19 @@ export class WebGpuKernels {
     },
   ): void {
     const a = attentionParams(args);
-    this.#dispatch(
+    this.#launch(
       encoder,
-      this.#pipeline("attention", "fwd"),
-      [
-        ["q", 0, args.q, a.queryElems],
-        ["k", 1, args.k, a.kvElems],
-        ["v", 2, args.v, a.kvElems],
-        ["out", 7, args.out, a.queryElems, "w"],
-        ["lse", 8, args.lse, a.queryRows, "w"],
-      ],
-      9,
+      "attention",
+      "fwd",
+      {
+        q: ["q", args.q, a.queryElems],
+        k: ["k", args.k, a.kvElems],
+        v: ["v", args.v, a.kvElems],
+        out0: ["out", args.out, a.queryElems],
+        out1: ["lse", args.lse, a.queryRows],
+      },
       a.uniform,
-      [Math.min(a.queryRows, this.#maxGroups), 1, 1],
+      this.#rows(a.queryRows),
     );
   }
 
@@ -1172,119 +897,39 @@ export class WebGpuKernels {
     },
   ): void {
     const a = attentionParams(args);
-    const q: Arg = ["q", 0, args.q, a.queryElems];
-    const k: Arg = ["k", 1, args.k, a.kvElems];
-    const v: Arg = ["v", 2, args.v, a.kvElems];
-    const dOut: Arg = ["dOut", 4, args.dOut, a.queryElems];
-    const lse: Arg = ["lse", 5, args.lse, a.queryRows];
-    this.#dispatch(
+    const inputs = {
+      q: ["q", args.q, a.queryElems],
+      k: ["k", args.k, a.kvElems],
+      v: ["v", args.v, a.kvElems],
+      dout: ["dOut", args.dOut, a.queryElems],
+      lse_in: ["lse", args.lse, a.queryRows],
+    } as const;
+    this.#launch(
       encoder,
-      this.#pipeline("attention", "bwd_dq"),
-      [
-        q,
-        k,
-        v,
-        ["out", 3, args.out, a.queryElems],
-        dOut,
-        lse,
-        ["dq", 7, args.dq, a.queryElems, "w"],
-        ["delta", 8, args.delta, a.queryRows, "w"],
-      ],
-      9,
+      "attention",
+      "bwd_dq",
+      {
+        ...inputs,
+        o_in: ["out", args.out, a.queryElems],
+        out0: ["dq", args.dq, a.queryElems],
+        out1: ["delta", args.delta, a.queryRows],
+      },
       a.uniform,
-      [Math.min(a.queryRows, this.#maxGroups), 1, 1],
+      this.#rows(a.queryRows),
     );
-    this.#dispatch(
+    this.#launch(
       encoder,
-      this.#pipeline("attention", "bwd_dkv"),
-      [
-        q,
-        dOut,
-        lse,
-        ["delta", 6, args.delta, a.queryRows],
-        ["k", 1, args.k, a.kvElems],
-        ["v", 2, args.v, a.kvElems],
-        ["dk", 7, args.dk, a.kvElems, "w"],
-        ["dv", 8, args.dv, a.kvElems, "w"],
-      ],
-      9,
+      "attention",
+      "bwd_dkv",
+      {
+        ...inputs,
+        delta_in: ["delta", args.delta, a.queryRows],
+        out0: ["dk", args.dk, a.kvElems],
+        out1: ["dv", args.dv, a.kvElems],
+      },
       a.uniform,
-      [Math.min(a.kvElems / args.headDim, this.#maxGroups), 1, 1],
+      this.#rows(a.kvElems / args.headDim),
     );
-  }
-
-  /** `out = value` over `n` values. */
-  fill(
-    encoder: GPUCommandEncoder,
-    args: {
-      readonly out: GPUBuffer;
-      readonly n: number;
-      readonly value: number;
-    },
-  ): void {
-    requireFinite("value", args.value);
-    const n = args.n;
-    this.#elementwise(
-      encoder,
-      "arith",
-      "fill",
-      n,
-      [
-        ["out", 2, args.out, n, "w"],
-      ],
-      3,
-      [["f", args.value]],
-    );
-  }
-
-  /** `x = max(min(x, limit), −limit)` in place over `n` values (latent-weight clipping). */
-  clampAbs(
-    encoder: GPUCommandEncoder,
-    args: {
-      readonly x: GPUBuffer;
-      readonly n: number;
-      readonly limit: number;
-    },
-  ): void {
-    requireFinite("limit", args.limit);
-    const n = args.n;
-    this.#elementwise(
-      encoder,
-      "arith",
-      "clamp_abs",
-      n,
-      [
-        ["x", 2, args.x, n, "w"],
-      ],
-      3,
-      [["f", args.limit]],
-    );
-  }
-
-  /** `out = a ⊙ b` over `n` values. */
-  mul(
-    encoder: GPUCommandEncoder,
-    args: {
-      readonly a: GPUBuffer;
-      readonly b: GPUBuffer;
-      readonly out: GPUBuffer;
-      readonly n: number;
-    },
-  ): void {
-    this.#binary(encoder, "mul", args);
-  }
-
-  /** `out += a ⊙ b` over `n` values (fused multiply-add). */
-  mulAccumulate(
-    encoder: GPUCommandEncoder,
-    args: {
-      readonly a: GPUBuffer;
-      readonly b: GPUBuffer;
-      readonly out: GPUBuffer;
-      readonly n: number;
-    },
-  ): void {
-    this.#binary(encoder, "mul_acc", args);
   }
 
   /**
@@ -1339,65 +984,66 @@ export class WebGpuKernels {
       );
     }
     const stats = this.#quantStats();
-    const uniform = (groups: number) =>
-      pack([
-        ["u", n],
-        ["u", rows],
-        ["u", cols],
-        ["u", codes[mode]],
-        ["f", lambda],
-        ["f", 1e-5], // QUANT_EPS of src/core/quantize.ts, not imported: this module loads without npm
-        ["f", MAX_INT8_STEP],
-        ["u", groups],
-      ]);
-    const w: Arg = ["w", 0, args.w, n];
-    const out: Arg = ["out", 3, args.out, n, "w"];
+    const uniform = (groups: number) => ({
+      n,
+      rows,
+      cols,
+      mode: codes[mode],
+      lambda,
+      eps: QUANT_EPS,
+      max_step: MAX_INT8_STEP,
+      groups,
+    });
+    const w: Bind = ["w", args.w, n];
+    const out: Bind = ["out", args.out, n];
+    const st: Bind = ["stats", stats, 2];
     if (mode === "eightbit") {
-      this.#dispatch(
+      this.#launch(
         encoder,
-        this.#pipeline("weight_quant", "eightbit"),
-        [w, out],
-        4,
+        "weight_quant",
+        "eightbit",
+        { w, out },
         uniform(0),
-        [Math.min(rows, this.#maxGroups), 1, 1],
+        this.#rows(rows),
       );
       return;
     }
     if (mode !== "f16") this.absMean(encoder, { x: args.w, n, out: stats });
     if (mode === "ternary") {
-      const groups = Math.min(groupsFor(n, 1024), REDUCE_GROUPS);
-      const partials: Arg = [
-        "partials",
-        2,
-        this.#keptPartials(),
-        2 * groups,
-        "w",
-      ];
-      const st: Arg = ["stats", 1, stats, 2, "w"];
-      this.#dispatch(
+      const groups = Math.min(groupsFor(n, 1024)[0], REDUCE_GROUPS);
+      const partials: Bind = ["partials", this.#keptPartials(), 2 * groups];
+      this.#launch(
         encoder,
-        this.#pipeline("weight_quant", "kept_partial"),
-        [w, st, partials],
-        4,
+        "weight_quant",
+        "kept_partial",
+        {
+          w,
+          stats: st,
+          partials,
+        },
         uniform(groups),
         [groups, 1, 1],
       );
-      this.#dispatch(
+      this.#launch(
         encoder,
-        this.#pipeline("weight_quant", "kept_finish"),
-        [st, partials],
-        4,
+        "weight_quant",
+        "kept_finish",
+        {
+          stats: st,
+          partials,
+        },
         uniform(groups),
         [1, 1, 1],
       );
     }
-    this.#dispatch(
+    // f16 ignores the stats.
+    this.#launch(
       encoder,
-      this.#pipeline("weight_quant", "apply"),
-      [w, ["stats", 1, stats, 2, "w"], out], // f16 ignores the stats
-      4,
+      "weight_quant",
+      "apply",
+      { w, stats: st, out },
       uniform(0),
-      [groupsFor(n, 256), 1, 1],
+      groupsFor(n, 256),
     );
   }
 
@@ -1421,23 +1067,21 @@ export class WebGpuKernels {
     },
   ): void {
     const { rows, dim } = args;
-    requireInt("rows", rows, 1);
-    requireInt("dim", dim, 1);
     requireFinite("eps", args.eps);
-    this.#dispatch(
+    this.#launch(
       encoder,
-      this.#pipeline("layernorm", "fwd"),
-      [
-        ["x", 0, args.x, rows * dim],
-        ["weight", 1, args.weight, dim],
-        ["bias", 2, args.bias, dim],
-        ["out", 6, args.out, rows * dim, "w"],
-        ["mean", 7, args.mean, rows, "w"],
-        ["rstd", 8, args.rstd, rows, "w"],
-      ],
-      9,
-      pack([["u", rows], ["u", dim], ["f", args.eps]]),
-      [Math.min(rows, this.#maxGroups), 1, 1],
+      "layernorm",
+      "fwd",
+      {
+        x: ["x", args.x, rows * dim],
+        w: ["weight", args.weight, dim],
+        b: ["bias", args.bias, dim],
+        out0: ["out", args.out, rows * dim],
+        out1: ["mean", args.mean, rows],
+        out2: ["rstd", args.rstd, rows],
+      },
+      rowParams(rows, dim, { eps: args.eps }),
+      this.#rows(rows),
     );
   }
 
@@ -1462,40 +1106,36 @@ export class WebGpuKernels {
     },
   ): void {
     const { rows, dim } = args;
-    requireInt("rows", rows, 1);
-    requireInt("dim", dim, 1);
-    const uniform = pack([["u", rows], ["u", dim], ["f", 0]]);
-    const x: Arg = ["x", 0, args.x, rows * dim];
-    const dy: Arg = ["dy", 3, args.dy, rows * dim];
-    const mean: Arg = ["mean", 4, args.mean, rows];
-    const rstd: Arg = ["rstd", 5, args.rstd, rows];
-    this.#dispatch(
+    const uniform = rowParams(rows, dim, { eps: 0 });
+    const inputs = {
+      x: ["x", args.x, rows * dim],
+      dy: ["dy", args.dy, rows * dim],
+      mean_in: ["mean", args.mean, rows],
+      rstd_in: ["rstd", args.rstd, rows],
+    } as const;
+    this.#launch(
       encoder,
-      this.#pipeline("layernorm", "bwd_dx"),
-      [x, ["weight", 1, args.weight, dim], dy, mean, rstd, [
-        "dx",
-        6,
-        args.dx,
-        rows * dim,
-        "w",
-      ]],
-      9,
+      "layernorm",
+      "bwd_dx",
+      {
+        ...inputs,
+        w: ["weight", args.weight, dim],
+        out0: ["dx", args.dx, rows * dim],
+      },
       uniform,
-      [Math.min(rows, this.#maxGroups), 1, 1],
+      this.#rows(rows),
     );
-    this.#dispatch(
+    this.#launch(
       encoder,
-      this.#pipeline("layernorm", "bwd_dwb"),
-      [x, dy, mean, rstd, ["dWeight", 7, args.dWeight, dim, "w"], [
-        "dBias",
-        8,
-        args.dBias,
-        dim,
-        "w",
-      ]],
-      9,
+      "layernorm",
+      "bwd_dwb",
+      {
+        ...inputs,
+        out1: ["dWeight", args.dWeight, dim],
+        out2: ["dBias", args.dBias, dim],
+      },
       uniform,
-      [groupsFor(dim, 128), 1, 1],
+      groupsFor(dim, 128),
     );
   }
 
@@ -1509,44 +1149,37 @@ export class WebGpuKernels {
    */
   softmaxCrossEntropyForward(
     encoder: GPUCommandEncoder,
-    args: {
+    args: CrossEntropyArgs & {
       readonly logits: GPUBuffer;
-      readonly targets: GPUBuffer;
       readonly probs: GPUBuffer;
       readonly rowStats: GPUBuffer;
       readonly losses: GPUBuffer;
-      readonly rows: number;
-      readonly vocab: number;
-      readonly ignore: number;
-      readonly smoothing: number;
-      readonly count: number;
     },
   ): void {
     const { rows, vocab, count } = args;
-    const uniform = softmaxCrossEntropyParams(
-      args,
-      count > 0 ? 1 / count : 0,
-      0,
-    );
-    const rowStats: Arg = ["rowStats", 4, args.rowStats, 2 * rows, "w"];
-    this.#dispatch(
+    const uniform = crossEntropyParams(args, count > 0 ? 1 / count : 0, 0);
+    const rowStats: Bind = ["rowStats", args.rowStats, 2 * rows];
+    this.#launch(
       encoder,
-      this.#pipeline("softmax_cross_entropy", "fwd"),
-      [
-        ["logits", 0, args.logits, rows * vocab],
-        ["targets", 1, args.targets, rows],
-        ["probs", 3, args.probs, rows * vocab, "w"],
-        rowStats,
-      ],
-      6,
+      "softmax_cross_entropy",
+      "fwd",
+      {
+        logits: ["logits", args.logits, rows * vocab],
+        targets: ["targets", args.targets, rows],
+        out0: ["probs", args.probs, rows * vocab],
+        row_stats: rowStats,
+      },
       uniform,
-      [Math.min(rows, this.#maxGroups), 1, 1],
+      this.#rows(rows),
     );
-    this.#dispatch(
+    this.#launch(
       encoder,
-      this.#pipeline("softmax_cross_entropy", "finish"),
-      [rowStats, ["losses", 5, args.losses, 2, "w"]],
-      6,
+      "softmax_cross_entropy",
+      "finish",
+      {
+        row_stats: rowStats,
+        losses: ["losses", args.losses, 2],
+      },
       uniform,
       [1, 1, 1],
     );
@@ -1559,32 +1192,26 @@ export class WebGpuKernels {
    */
   softmaxCrossEntropyBackward(
     encoder: GPUCommandEncoder,
-    args: {
+    args: CrossEntropyArgs & {
       readonly probs: GPUBuffer;
-      readonly targets: GPUBuffer;
       readonly dLogits: GPUBuffer;
-      readonly rows: number;
-      readonly vocab: number;
-      readonly ignore: number;
-      readonly smoothing: number;
-      readonly count: number;
       readonly scale: number;
     },
   ): void {
     const { rows, vocab, count } = args;
     requireFinite("scale", args.scale);
     if (count === 0) return;
-    this.#dispatch(
+    this.#launch(
       encoder,
-      this.#pipeline("softmax_cross_entropy", "bwd"),
-      [
-        ["targets", 1, args.targets, rows],
-        ["probs", 2, args.probs, rows * vocab],
-        ["dLogits", 3, args.dLogits, rows * vocab, "w"],
-      ],
-      6,
-      softmaxCrossEntropyParams(args, 0, args.scale / count),
-      [groupsFor(rows * vocab, 256), 1, 1],
+      "softmax_cross_entropy",
+      "bwd",
+      {
+        targets: ["targets", args.targets, rows],
+        probs_in: ["probs", args.probs, rows * vocab],
+        out0: ["dLogits", args.dLogits, rows * vocab],
+      },
+      crossEntropyParams(args, 0, args.scale / count),
+      groupsFor(rows * vocab, 256),
     );
   }
 
@@ -1596,81 +1223,122 @@ export class WebGpuKernels {
     return this.#kept ??= this.pool.acquire(2 * REDUCE_GROUPS * 4);
   }
 
+  // One workgroup per row, grid-stride over the rows beyond the device's limit.
+  #rows(rows: number): Groups {
+    return [Math.min(rows, this.#maxGroups), 1, 1];
+  }
+
+  // The wrapper of an element-wise kernel of the table.
+  #op(
+    name: keyof typeof ELEMENTWISE,
+  ): (
+    encoder: GPUCommandEncoder,
+    args: Readonly<Record<string, GPUBuffer | number>>,
+  ) => void {
+    return (encoder, args) => this.#elementwise(encoder, name, args);
+  }
+
   #elementwise(
     encoder: GPUCommandEncoder,
-    key: PipelineKey,
-    entry: string,
-    n: number,
-    buffers: readonly Arg[],
-    uniformBinding: number,
-    extra: readonly Field[],
+    name: keyof typeof ELEMENTWISE,
+    args: Readonly<Record<string, GPUBuffer | number>>,
   ): void {
+    const [kernel, entry, buffers, alpha] = ELEMENTWISE[name];
+    const n = args.n as number;
     requireInt("n", n, 1);
-    this.#dispatch(
-      encoder,
-      this.#pipeline(key, entry),
-      buffers,
-      uniformBinding,
-      pack([["u", n], ...extra]),
-      [groupsFor(n, 256), 1, 1],
-    );
+    const uniform: Record<string, number> = { n };
+    if (typeof alpha === "string") {
+      requireFinite(alpha, args[alpha] as number);
+      uniform.alpha = args[alpha] as number;
+    } else if (alpha !== undefined) uniform.alpha = alpha;
+    const binds: Record<string, Bind> = {};
+    for (const [arg, binding] of Object.entries(buffers)) {
+      binds[binding] = [arg, args[arg] as GPUBuffer, n];
+    }
+    this.#launch(encoder, kernel, entry, binds, uniform, groupsFor(n, 256));
   }
 
   // Two passes: ≤ 256 workgroups write partial sums, one workgroup adds them up.
   #reduce(
     encoder: GPUCommandEncoder,
-    x: GPUBuffer,
-    n: number,
+    args: {
+      readonly x: GPUBuffer;
+      readonly n: number;
+      readonly out: GPUBuffer;
+      readonly outIndex?: number;
+    },
     mode: 0 | 1,
-    out: GPUBuffer,
-    outIndex: number,
     scale: number,
     accumulate: boolean,
   ): void {
+    const { n } = args;
+    const outIndex = args.outIndex ?? 0;
     requireInt("outIndex", outIndex, 0);
-    const groups = Math.min(groupsFor(n, 1024), REDUCE_GROUPS);
-    const uniform = pack([
-      ["u", n],
-      ["u", mode],
-      ["u", groups],
-      ["u", outIndex],
-      ["f", scale],
-      ["u", accumulate ? 1 : 0],
-    ]);
-    const partials: Arg = ["partials", 1, this.#partials, groups, "w"];
-    this.#dispatch(
+    const groups = Math.min(groupsFor(n, 1024)[0], REDUCE_GROUPS);
+    const uniform = {
+      n,
+      mode,
+      groups,
+      out_index: outIndex,
+      scale,
+      accumulate: accumulate ? 1 : 0,
+    };
+    const partials: Bind = ["partials", this.#partials, groups];
+    this.#launch(
       encoder,
-      this.#pipeline("reduce", "partial"),
-      [["x", 0, x, n], partials],
-      3,
+      "reduce",
+      "partial",
+      {
+        x: ["x", args.x, n],
+        partials,
+      },
       uniform,
-      [
-        groups,
-        1,
-        1,
-      ],
+      [groups, 1, 1],
     );
-    this.#dispatch(
+    this.#launch(
       encoder,
-      this.#pipeline("reduce", "finish"),
-      [partials, ["out", 2, out, outIndex + 1, "w"]],
-      3,
+      "reduce",
+      "finish",
+      {
+        partials,
+        out: ["out", args.out, outIndex + 1],
+      },
       uniform,
       [1, 1, 1],
     );
   }
 
-  // Validates sizes and aliasing, then records one dispatch in its own compute pass
-  // with a fresh uniform buffer at `uniformBinding`.
-  #dispatch(
+  /**
+   * Records one dispatch of `kernel`'s `entry` in its own compute pass: binds
+   * `buffers` by their WGSL names (exactly the storage bindings the entry point
+   * uses, after checking sizes and that no written buffer is bound twice) and a
+   * fresh uniform buffer packed from `uniform` by the WGSL struct's fields.
+   */
+  #launch(
     encoder: GPUCommandEncoder,
-    pipeline: GPUComputePipeline,
-    args: readonly Arg[],
-    uniformBinding: number,
-    uniform: ArrayBuffer,
-    groups: readonly [number, number, number],
+    kernel: KernelName,
+    entry: string,
+    buffers: Readonly<Record<string, Bind>>,
+    uniform: Readonly<Record<string, number>>,
+    groups: Groups,
+    constants?: Record<string, number>,
   ): void {
-    for (const [name, , buffer, elements, written] of args) {
+    const module = KERNEL_MODULES[kernel];
+    const [uniformName, uniformBinding, , fields] = module.uniform;
+    const used = module.entries[entry].filter((b) => b !== uniformName);
+    const given = Object.keys(buffers);
+    if (
+      given.length !== used.length ||
+      used.some((b) => !Object.hasOwn(buffers, b))
+    ) {
+      throw new Error(
+        `${kernel}.${entry} binds ${used.join(", ")}, not ${given.join(", ")}`,
+      );
+    }
+    const entries: GPUBindGroupEntry[] = [];
+    for (const [variable, binding, access] of module.storage) {
+      if (!Object.hasOwn(buffers, variable)) continue;
+      const [name, buffer, elements] = buffers[variable];
       if (elements * 4 > buffer.size) {
         throw new Error(
           `${name} holds ${
@@ -1679,20 +1347,20 @@ export class WebGpuKernels {
         );
       }
       // WebGPU forbids a buffer bound read-write alongside any other binding of it.
-      const other = written &&
-        args.find((a) => a[2] === buffer && a[0] !== name);
+      const other = access === "read_write" &&
+        Object.values(buffers).find(([n, b]) => b === buffer && n !== name);
       if (other) {
         throw new Error(`${name} must not be the same buffer as ${other[0]}`);
       }
+      entries.push({ binding, resource: { buffer } });
     }
-    const entries: GPUBindGroupEntry[] = args.map(([, binding, buffer]) => ({
-      binding,
-      resource: { buffer },
-    }));
     entries.push({
       binding: uniformBinding,
-      resource: { buffer: this.pool.uniform(encoder, uniform) },
+      resource: {
+        buffer: this.pool.uniform(encoder, pack(kernel, fields, uniform)),
+      },
     });
+    const pipeline = this.#pipeline(kernel, entry, constants);
     const pass = encoder.beginComputePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(
@@ -1707,20 +1375,20 @@ export class WebGpuKernels {
   }
 
   #pipeline(
-    key: PipelineKey,
+    kernel: KernelName,
     entryPoint: string,
     constants?: Record<string, number>,
   ): GPUComputePipeline {
-    const id = `${key}:${entryPoint}:${JSON.stringify(constants ?? {})}`;
+    const id = `${kernel}:${entryPoint}:${JSON.stringify(constants ?? {})}`;
     let pipeline = this.#pipelines.get(id);
     if (pipeline === undefined) {
-      let module = this.#modules.get(key);
+      let module = this.#modules.get(kernel);
       if (module === undefined) {
         module = this.device.createShaderModule({
-          label: key,
-          code: SOURCES[key],
+          label: kernel,
+          code: kernelSource(KERNEL_MODULES[kernel]),
         });
-        this.#modules.set(key, module);
+        this.#modules.set(kernel, module);
       }
       pipeline = this.device.createComputePipeline({
         label: id,
@@ -1733,12 +1401,48 @@ export class WebGpuKernels {
   }
 }
 
-// Validates an attention shape; returns its sizes and packed uniform.
+// Packs a uniform struct's fields (u32, i32 or f32, 4 bytes each) in WGSL order,
+// each from `values` by name; a missing or unknown name is a wrapper bug.
+function pack(
+  kernel: string,
+  fields: readonly (readonly [string, UniformType])[],
+  values: Readonly<Record<string, number>>,
+): ArrayBuffer {
+  const extra = Object.keys(values).filter((k) =>
+    !fields.some(([f]) => f === k)
+  );
+  if (extra.length > 0) throw new Error(`${kernel}: no uniform field ${extra}`);
+  const buffer = new ArrayBuffer(fields.length * 4);
+  const view = new DataView(buffer);
+  fields.forEach(([name, type], i) => {
+    const value = values[name];
+    if (value === undefined) {
+      throw new Error(`${kernel}: uniform ${name} unset`);
+    }
+    if (type === "u32") view.setUint32(i * 4, value, true);
+    else if (type === "i32") view.setInt32(i * 4, value, true);
+    else view.setFloat32(i * 4, value, true);
+  });
+  return buffer;
+}
+
+// The uniform of a per-row kernel (rows × dim), after checking the sizes.
+function rowParams(
+  rows: number,
+  dim: number,
+  rest: Readonly<Record<string, number>>,
+): Record<string, number> {
+  requireInt("rows", rows, 1);
+  requireInt("dim", dim, 1);
+  return { rows, dim, ...rest };
+}
+
+// Validates an attention shape; returns its sizes and uniform.
 function attentionParams(shape: AttentionShape): {
   queryRows: number;
   queryElems: number;
   kvElems: number;
-  uniform: ArrayBuffer;
+  uniform: Record<string, number>;
 } {
   const { tokens, seqLen, heads, headDim } = shape;
   const kvHeads = shape.kvHeads ?? heads;
@@ -1762,29 +1466,39 @@ function attentionParams(shape: AttentionShape): {
     queryRows: tokens * heads,
     queryElems: tokens * heads * headDim,
     kvElems: tokens * kvHeads * headDim,
-    uniform: pack([
-      ["u", tokens],
-      ["u", seqLen],
-      ["u", heads],
-      ["u", kvHeads],
-      ["u", headDim],
-      ["f", scale],
-    ]),
+    uniform: {
+      tokens,
+      seq_len: seqLen,
+      heads,
+      kv_heads: kvHeads,
+      head_dim: headDim,
+      scale,
+    },
   };
 }
 
+/** The settings both softmax cross-entropy passes share. */
+export interface CrossEntropyArgs {
+  /** i32 targets, one per row. */
+  readonly targets: GPUBuffer;
+  /** Rows of the logits. */
+  readonly rows: number;
+  /** Columns of the logits. */
+  readonly vocab: number;
+  /** The target value of rows left out. */
+  readonly ignore: number;
+  /** Label smoothing ε ∈ [0, 1]. */
+  readonly smoothing: number;
+  /** Rows whose target is not `ignore` (counted by the caller). */
+  readonly count: number;
+}
+
 // Validates the arguments of both softmax cross-entropy passes; returns their uniform.
-function softmaxCrossEntropyParams(
-  args: {
-    readonly rows: number;
-    readonly vocab: number;
-    readonly ignore: number;
-    readonly smoothing: number;
-    readonly count: number;
-  },
+function crossEntropyParams(
+  args: CrossEntropyArgs,
   invCount: number,
   k: number,
-): ArrayBuffer {
+): Record<string, number> {
   requireInt("rows", args.rows, 1);
   requireInt("vocab", args.vocab, 1);
   requireInt("count", args.count, 0);
@@ -1798,12 +1512,12 @@ function softmaxCrossEntropyParams(
     throw new Error(`smoothing must be in [0, 1], got ${args.smoothing}`);
   }
   requireFinite("k", k);
-  return pack([
-    ["u", args.rows],
-    ["u", args.vocab],
-    ["i", args.ignore],
-    ["f", args.smoothing],
-    ["f", invCount],
-    ["f", k],
-  ]);
+  return {
+    rows: args.rows,
+    vocab: args.vocab,
+    ignore: args.ignore,
+    smoothing: args.smoothing,
+    inv_count: invCount,
+    k,
+  };
 }

@@ -32,30 +32,37 @@
  * - `attention` saves the per-row log-sum-exp in `probs` (its first
  *   batch·seqLen·numHeads elements) and keeps a copy of `out`, freed with
  *   `probs`, instead of the probabilities: the backward recomputes them (the
- *   flash-attention scheme). Head dimensions are limited to 256;
- * - RoPE needs `base > 1`.
+ *   flash-attention scheme). Head dimensions are limited to 256.
  * GPU validation and out-of-memory errors are caught in error scopes and make
  * the next {@link WebGpuBackend.read} reject.
  *
  * @module
  */
+import type { Backend, Tensor } from "../backend.ts";
 import {
   type Activation,
   type AdamWStep,
-  type Backend,
+  type AttentionShape,
+  checkActivation,
   checkAdamWStep,
+  checkAttentionShape,
+  checkClampLimit,
+  checkCrossEntropy,
+  checkEmbedding,
+  checkFakeQuant,
+  checkFinite,
+  checkMatmul,
+  checkNormShape,
+  checkRopeShape,
+  type CrossEntropySettings,
+  type CrossEntropyShape,
+  type EmbeddingShape,
   type FakeQuantOptions,
   type MatmulOptions,
-  type Tensor,
-} from "../backend.ts";
-import type {
-  AttentionShape,
-  CrossEntropyShape,
-  EmbeddingShape,
-  NormShape,
-  RopeShape,
-  WeightQuantMode,
-} from "../reference/mod.ts";
+  type NormShape,
+  type RopeShape,
+  type WeightQuantMode,
+} from "../shapes.ts";
 import {
   type GpuDeviceOptions,
   type GpuDeviceShape,
@@ -85,26 +92,6 @@ const DK = 1;
 const DV = 2;
 const DELTA = 3;
 const ALIAS = 4; // 4, 5, 6: copies of inputs that alias an output
-
-function checkDim(name: string, v: number): void {
-  if (!Number.isInteger(v) || v <= 0) {
-    throw new RangeError(`${name} must be a positive integer, got ${v}`);
-  }
-}
-
-function checkNorm(shape: NormShape): void {
-  checkDim("shape.rows", shape.rows);
-  checkDim("shape.dim", shape.dim);
-  if (!(shape.eps >= 0 && Number.isFinite(shape.eps))) {
-    throw new RangeError(`shape.eps must be finite and ≥ 0, got ${shape.eps}`);
-  }
-}
-
-function checkLambda(lambda: number): void {
-  if (!(lambda >= 0 && lambda <= 1)) {
-    throw new RangeError(`lambda must be in [0, 1], got ${lambda}`);
-  }
-}
 
 function sameSize(name: string, a: Tensor, b: Tensor): void {
   if (a.size !== b.size) {
@@ -295,7 +282,7 @@ export class WebGpuBackend implements Backend {
 
   clamp(t: Tensor, limit: number): void {
     const x = this.#f32("t", t, t.size);
-    if (Number.isNaN(limit)) throw new RangeError("limit must not be NaN");
+    checkClampLimit(limit);
     if (t.size === 0 || limit === Infinity) return;
     this.kernels.clampAbs(this.#enc(), { x, n: t.size, limit });
   }
@@ -314,7 +301,7 @@ export class WebGpuBackend implements Backend {
     const n = a.size;
     const y = this.#f32("out", out, n);
     const [x] = this.#inputs([["a", a]], n, [y]);
-    if (!Number.isFinite(s)) throw new RangeError(`s must be finite, got ${s}`);
+    checkFinite("s", s);
     if (n > 0) this.kernels.axpy(this.#enc(), { x, y, n, alpha: s });
   }
 
@@ -364,6 +351,7 @@ export class WebGpuBackend implements Backend {
   }
 
   matmul(a: Tensor, b: Tensor, c: Tensor, o: MatmulOptions): void {
+    checkMatmul(o);
     const need = (name: string, t: Tensor, n: number) => {
       this.#f32(name, t, t.size);
       if (t.size < n) {
@@ -404,17 +392,7 @@ export class WebGpuBackend implements Backend {
     mode: WeightQuantMode,
     o: FakeQuantOptions,
   ): void {
-    checkLambda(o.lambda);
-    checkCount("rows", o.rows);
-    checkCount("cols", o.cols);
-    if (!["ternary", "binary", "eightbit", "f16"].includes(mode)) {
-      throw new RangeError(
-        `mode must be "ternary", "binary", "eightbit" or "f16", got ${
-          String(mode)
-        }`,
-      );
-    }
-    const n = o.rows * o.cols;
+    const n = checkFakeQuant(o, mode);
     const go = this.#f32("out", out, n);
     const [gw] = this.#inputs([["w", w]], n, [go]);
     if (n === 0) return;
@@ -434,10 +412,7 @@ export class WebGpuBackend implements Backend {
    * `out = (1 − λ)·x + λ·clamp(round(x·s), −128, 127) / s`.
    */
   fakeQuantActivations(x: Tensor, out: Tensor, o: FakeQuantOptions): void {
-    checkLambda(o.lambda);
-    checkCount("rows", o.rows);
-    checkCount("cols", o.cols);
-    const n = o.rows * o.cols;
+    const n = checkFakeQuant(o);
     const go = this.#f32("out", out, n);
     const [gx] = this.#inputs([["x", x]], n, [go]);
     if (n === 0) return;
@@ -459,9 +434,7 @@ export class WebGpuBackend implements Backend {
     shape: EmbeddingShape,
   ): void {
     const { vocab, dim } = shape;
-    checkDim("shape.vocab", vocab);
-    checkDim("shape.dim", dim);
-    const id = this.#hostIds("ids", ids, vocab);
+    const id = this.#hostIds(ids, shape);
     const go = this.#f32("out", out, id.length * dim);
     const [gt] = this.#inputs([["table", table]], vocab * dim, [go]);
     if (id.length === 0) return;
@@ -482,9 +455,7 @@ export class WebGpuBackend implements Backend {
     shape: EmbeddingShape,
   ): void {
     const { vocab, dim } = shape;
-    checkDim("shape.vocab", vocab);
-    checkDim("shape.dim", dim);
-    const id = this.#hostIds("ids", ids, vocab);
+    const id = this.#hostIds(ids, shape);
     const gt = this.#f32("dtable", dtable, vocab * dim);
     const [gd] = this.#inputs([["dout", dout]], id.length * dim, [gt]);
     if (id.length === 0) return;
@@ -508,7 +479,7 @@ export class WebGpuBackend implements Backend {
     rstd: Tensor,
     shape: NormShape,
   ): void {
-    checkNorm(shape);
+    checkNormShape(shape);
     const { rows, dim } = shape;
     const outs = [
       this.#f32("out", out, rows * dim),
@@ -536,7 +507,7 @@ export class WebGpuBackend implements Backend {
     dg: Tensor,
     shape: NormShape,
   ): void {
-    checkNorm(shape);
+    checkNormShape(shape);
     const { rows, dim } = shape;
     const gdx = this.#f32("dx", dx, rows * dim);
     const gdg = this.#f32("dg", dg, dim);
@@ -573,7 +544,7 @@ export class WebGpuBackend implements Backend {
     rstd: Tensor,
     shape: NormShape,
   ): void {
-    checkNorm(shape);
+    checkNormShape(shape);
     const { rows, dim } = shape;
     const outs = [
       this.#f32("out", out, rows * dim),
@@ -606,7 +577,7 @@ export class WebGpuBackend implements Backend {
     dbias: Tensor,
     shape: NormShape,
   ): void {
-    checkNorm(shape);
+    checkNormShape(shape);
     const { rows, dim } = shape;
     const outs = [
       this.#f32("dx", dx, rows * dim),
@@ -635,14 +606,14 @@ export class WebGpuBackend implements Backend {
   }
 
   rope(x: Tensor, out: Tensor, shape: RopeShape): void {
-    const n = checkRope(shape);
+    const n = checkRopeShape(shape);
     const go = this.#f32("out", out, n);
     const [gx] = this.#inputs([["x", x]], n, [go]);
     this.#rotate(gx, go, shape, false);
   }
 
   ropeBackward(dout: Tensor, dx: Tensor, shape: RopeShape): void {
-    const n = checkRope(shape);
+    const n = checkRopeShape(shape);
     const gdx = this.#f32("dx", dx, n);
     const gd = this.#f32("dout", dout, n);
     const acc = this.#temp(ACC, n);
@@ -855,9 +826,7 @@ export class WebGpuBackend implements Backend {
     const { rows, vocab } = shape;
     const gdl = this.#f32("dlogits", dlogits, rows * vocab);
     const [gp] = this.#inputs([["probs", probs]], rows * vocab, [gdl]);
-    if (!Number.isFinite(scale)) {
-      throw new RangeError(`scale must be finite, got ${scale}`);
-    }
+    checkFinite("scale", scale);
     this.kernels.softmaxCrossEntropyBackward(this.#enc(), {
       probs: gp,
       targets: this.#get("targets", targets).buffer,
@@ -1093,59 +1062,29 @@ export class WebGpuBackend implements Backend {
     });
   }
 
-  /** The host copy of an i32 tensor of token ids, each checked to be in [0, vocab). */
-  #hostIds(name: string, t: Tensor, vocab: number): Int32Array {
-    this.#get(name, t);
-    const ids = this.#ids.get(t);
-    if (t.dtype !== "i32" || ids === undefined) {
-      throw new TypeError(`${name}: expected an i32 tensor, got f32`);
-    }
-    for (let i = 0; i < ids.length; i++) {
-      const id = ids[i];
-      if (!(id >= 0 && id < vocab)) {
-        throw new RangeError(`${name}[${i}] = ${id} is not in [0, ${vocab})`);
-      }
-    }
+  /** The host copy of an i32 tensor of token ids, checked against `shape`. */
+  #hostIds(t: Tensor, shape: EmbeddingShape): Int32Array {
+    const ids = this.#host("ids", t);
+    checkEmbedding(shape, ids);
     return ids;
   }
 
-  /** Label smoothing, ignore index and the count of targets not ignored. */
+  /** The cross-entropy settings, from the host copy of the targets. */
   #targets(
     targets: Tensor,
     shape: CrossEntropyShape,
-  ): { eps: number; ignore: number; count: number } {
-    const { rows, vocab } = shape;
-    checkDim("shape.rows", rows);
-    checkDim("shape.vocab", vocab);
-    const eps = shape.labelSmoothing ?? 0;
-    if (!(eps >= 0 && eps <= 1)) {
-      throw new RangeError(
-        `shape.labelSmoothing must lie in [0, 1], got ${eps}`,
-      );
+  ): CrossEntropySettings {
+    return checkCrossEntropy(shape, this.#host("targets", targets));
+  }
+
+  /** The host copy of an i32 tensor. */
+  #host(name: string, t: Tensor): Int32Array {
+    this.#get(name, t);
+    const host = this.#ids.get(t);
+    if (t.dtype !== "i32" || host === undefined) {
+      throw new TypeError(`${name}: expected an i32 tensor, got f32`);
     }
-    const ignore = shape.ignoreIndex ?? -1;
-    this.#get("targets", targets);
-    const t = this.#ids.get(targets);
-    if (targets.dtype !== "i32" || t === undefined) {
-      throw new TypeError("targets: expected an i32 tensor, got f32");
-    }
-    if (t.length !== rows) {
-      throw new RangeError(
-        `targets must have ${rows} elements, got ${t.length}`,
-      );
-    }
-    let count = 0;
-    for (let r = 0; r < rows; r++) {
-      const y = t[r];
-      if (y === ignore) continue;
-      if (!(y >= 0 && y < vocab)) {
-        throw new RangeError(
-          `targets[${r}] must be ${ignore} (ignored) or an integer in [0, ${vocab}), got ${y}`,
-        );
-      }
-      count++;
-    }
-    return { eps, ignore, count };
+    return host;
   }
 
   /** The cos/sin table for positions [0, positions) (grown as needed, kept). */
@@ -1175,68 +1114,14 @@ function checkSize(size: number): void {
   }
 }
 
-function checkCount(name: string, v: number): void {
-  if (!Number.isSafeInteger(v) || v < 0) {
-    throw new RangeError(`${name} must be a non-negative integer, got ${v}`);
-  }
-}
-
-function checkActivation(kind: Activation): void {
-  if (kind !== "silu" && kind !== "relu2") {
-    throw new RangeError(
-      `kind must be "silu" or "relu2", got ${String(kind)}`,
-    );
-  }
-}
-
-/** Checks a RoPE shape as the CPU backend does; returns the element count. */
-function checkRope(shape: RopeShape): number {
-  const { batch, seqLen, heads, headDim } = shape;
-  checkDim("shape.batch", batch);
-  checkDim("shape.seqLen", seqLen);
-  checkDim("shape.heads", heads);
-  checkDim("shape.headDim", headDim);
-  if (headDim % 2 !== 0) {
-    throw new RangeError(`shape.headDim must be even, got ${headDim}`);
-  }
-  if (!(shape.base > 1 && Number.isFinite(shape.base))) {
-    throw new RangeError(
-      `shape.base must be finite and > 1 on the webgpu backend, got ${shape.base}`,
-    );
-  }
-  if (shape.style !== "neox" && shape.style !== "interleaved") {
-    throw new RangeError(
-      `shape.style must be "neox" or "interleaved", got ${String(shape.style)}`,
-    );
-  }
-  const off = shape.posOffset ?? 0;
-  if (!Number.isInteger(off) || off < 0) {
-    throw new RangeError(
-      `shape.posOffset must be a non-negative integer, got ${off}`,
-    );
-  }
-  return batch * seqLen * heads * headDim;
-}
+// WGSL attention keeps a query row's head in registers.
+const MAX_HEAD_DIM = { backend: "webgpu", max: 256 } as const;
 
 function attentionDims(
   shape: AttentionShape,
 ): { B: number; T: number; H: number; Hkv: number; D: number } {
+  checkAttentionShape(shape, MAX_HEAD_DIM);
   const { batch: B, seqLen: T, numHeads: H, numKvHeads: Hkv, headDim: D } =
     shape;
-  checkDim("shape.batch", B);
-  checkDim("shape.seqLen", T);
-  checkDim("shape.numHeads", H);
-  checkDim("shape.numKvHeads", Hkv);
-  checkDim("shape.headDim", D);
-  if (H % Hkv !== 0) {
-    throw new RangeError(
-      `shape.numKvHeads (${Hkv}) must divide shape.numHeads (${H})`,
-    );
-  }
-  if (D > 256) {
-    throw new RangeError(
-      `shape.headDim must be ≤ 256 on the webgpu backend, got ${D}`,
-    );
-  }
   return { B, T, H, Hkv, D };
 }

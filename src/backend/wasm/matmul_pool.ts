@@ -1,0 +1,250 @@
+/**
+ * The thread pool of {@link WasmKernels}' f32 matmul: `threads − 1` workers
+ * (the calling thread is the first) that run the same kernel module on the
+ * same shared `WebAssembly.Memory`.
+ *
+ * Protocol, over a control block of i32 words in that memory ({@link JOB}):
+ * the caller writes a job (the matmul's arguments, tile and row chunk), zeroes
+ * `done`, publishes the job's claim word (generation, next chunk, chunks),
+ * bumps `generation` and notifies. Every thread, the caller included, claims
+ * chunks of C's rows by compare-and-swap on the claim word, runs the ordinary
+ * single-thread kernel on each with its own packing workspace and counts it
+ * `done`; the caller returns when all chunks are. Claiming (rather than a fixed
+ * share per thread) keeps a descheduled worker from stalling the caller on a
+ * loaded machine; a worker that wakes late finds the claim word of a newer
+ * generation and goes back to sleep.
+ *
+ * Results are bit-identical for any thread count and any claiming order:
+ * every element of C is summed by the same kernel in the same order (the
+ * order depends only on the depth blocking `kc`), whichever thread computes
+ * it.
+ *
+ * @module
+ */
+
+/** One `matmul_<mr>x<nr>` export of the kernel module. */
+export type MatmulExport = (
+  a: number,
+  b: number,
+  c: number,
+  m: number,
+  n: number,
+  k: number,
+  lda: number,
+  ldb: number,
+  ldc: number,
+  flags: number,
+  work: number,
+  mc: number,
+  kc: number,
+  nc: number,
+) => void;
+
+/** Word offsets of the control block (i32). */
+export const JOB = {
+  generation: 0,
+  done: 1,
+  op: 2,
+  a: 3,
+  b: 4,
+  c: 5,
+  m: 6,
+  n: 7,
+  k: 8,
+  lda: 9,
+  ldb: 10,
+  ldc: 11,
+  flags: 12,
+  mc: 13,
+  kc: 14,
+  nc: 15,
+  mr: 16,
+  nr: 17,
+  /** Rows of C per chunk (a multiple of mr). */
+  chunk: 18,
+  /** `generation · 65536 + next chunk · 256 + chunks` (at most 255 chunks). */
+  claim: 19,
+  /** Workspace pointer of thread i at `work + i`. */
+  work: 32,
+  /** Words in the block (up to 96 threads). */
+  words: 128,
+} as const;
+
+/** Op code of a matmul job. */
+export const OP_MATMUL = 1;
+/** Op code that stops the workers. */
+export const OP_QUIT = 2;
+
+/** What a worker is started with. */
+export interface InitMessage {
+  /** The kernel module (shared-memory form). */
+  readonly bytes: Uint8Array;
+  /** The shared memory. */
+  readonly memory: WebAssembly.Memory;
+  /** Byte offset of the control block. */
+  readonly control: number;
+  /** This thread's index (1 … threads − 1; the caller is 0): its workspace is `JOB.work + index`. */
+  readonly index: number;
+}
+
+/** Rows per chunk for `m` rows on `threads` threads: ~4 chunks a thread, whole tiles, ≤ 255 chunks. */
+export function chunkRows(m: number, mr: number, threads: number): number {
+  const tiles = (rows: number) => Math.ceil(rows / mr) * mr;
+  return Math.max(mr, tiles(m / (4 * threads)), tiles(m / 255));
+}
+
+/**
+ * Claims and runs chunks of the job of generation `gen` until none is left
+ * (or a newer job replaced it), counting each in `done`.
+ */
+export function runChunks(
+  exports: Record<string, MatmulExport>,
+  ctrl: Int32Array,
+  gen: number,
+  work: number,
+): void {
+  const m = ctrl[JOB.m], chunk = ctrl[JOB.chunk];
+  for (;;) {
+    const w = Atomics.load(ctrl, JOB.claim);
+    if (w >>> 16 !== gen) return;
+    const next = (w >>> 8) & 255;
+    if (next >= (w & 255)) return;
+    if (Atomics.compareExchange(ctrl, JOB.claim, w, w + 256) !== w) continue;
+    const i0 = next * chunk;
+    runShare(exports, ctrl, { i0, rows: Math.min(chunk, m - i0) }, work);
+    Atomics.add(ctrl, JOB.done, 1);
+    Atomics.notify(ctrl, JOB.done);
+  }
+}
+
+/** Runs rows `[i0, i0 + rows)` of the job in `ctrl` with workspace `work`. */
+export function runShare(
+  exports: Record<string, MatmulExport>,
+  ctrl: Int32Array,
+  share: { i0: number; rows: number },
+  work: number,
+): void {
+  const flags = ctrl[JOB.flags], lda = ctrl[JOB.lda], ldc = ctrl[JOB.ldc];
+  const { i0, rows } = share;
+  // Row i of op(A) starts at i·lda, or at column i when A is stored K×M.
+  const aOff = (flags & 1) !== 0 ? 4 * i0 : 4 * i0 * lda;
+  exports[`matmul_${ctrl[JOB.mr]}x${ctrl[JOB.nr]}`](
+    (ctrl[JOB.a] >>> 0) + aOff,
+    ctrl[JOB.b] >>> 0,
+    (ctrl[JOB.c] >>> 0) + 4 * i0 * ldc,
+    rows,
+    ctrl[JOB.n],
+    ctrl[JOB.k],
+    lda,
+    ctrl[JOB.ldb],
+    ldc,
+    flags,
+    work,
+    ctrl[JOB.mc],
+    ctrl[JOB.kc],
+    ctrl[JOB.nc],
+  );
+}
+
+/** A started pool: its control block, and the workers to stop. */
+export class MatmulPool {
+  /** Threads, the caller included. */
+  readonly threads: number;
+  /** Byte offset of the control block in the memory. */
+  readonly control: number;
+  readonly #ctrl: Int32Array;
+  readonly #workers: Worker[];
+  #closed = false;
+
+  private constructor(
+    threads: number,
+    control: number,
+    ctrl: Int32Array,
+    workers: Worker[],
+  ) {
+    this.threads = threads;
+    this.control = control;
+    this.#ctrl = ctrl;
+    this.#workers = workers;
+  }
+
+  /**
+   * Starts `threads − 1` workers on `memory` (shared) with the control block
+   * at `control` (`JOB.words` i32 words, zeroed); resolves when all are ready.
+   */
+  static async start(
+    bytes: Uint8Array,
+    memory: WebAssembly.Memory,
+    control: number,
+    threads: number,
+  ): Promise<MatmulPool> {
+    const ctrl = new Int32Array(memory.buffer, control, JOB.words);
+    const workers: Worker[] = [];
+    try {
+      const ready: Promise<void>[] = [];
+      for (let index = 1; index < threads; index++) {
+        const w = new Worker(
+          new URL("./matmul_worker.ts", import.meta.url).href,
+          { type: "module" },
+        );
+        workers.push(w);
+        ready.push(
+          new Promise((resolve, reject) => {
+            w.onmessage = () => resolve();
+            w.onerror = (e) => {
+              e.preventDefault();
+              reject(new Error(`matmul worker ${index}: ${e.message}`));
+            };
+          }),
+        );
+        const init: InitMessage = { bytes, memory, control, index };
+        w.postMessage(init);
+      }
+      await Promise.all(ready);
+    } catch (e) {
+      for (const w of workers) w.terminate();
+      throw e;
+    }
+    return new MatmulPool(threads, control, ctrl, workers);
+  }
+
+  /**
+   * Runs a matmul job across the pool: writes `job` (word → value), runs the
+   * caller's share with `work0`, and returns when every worker is done.
+   */
+  run(
+    job: ReadonlyArray<readonly [number, number]>,
+    exports: Record<string, MatmulExport>,
+    work0: number,
+  ): void {
+    if (this.#closed) throw new Error("matmul pool: already closed");
+    const ctrl = this.#ctrl;
+    for (const [word, value] of job) ctrl[word] = value;
+    const m = ctrl[JOB.m];
+    const chunk = chunkRows(m, ctrl[JOB.mr], this.threads);
+    ctrl[JOB.chunk] = chunk;
+    const chunks = Math.ceil(m / chunk);
+    const gen = (Atomics.load(ctrl, JOB.generation) + 1) & 0xffff;
+    Atomics.store(ctrl, JOB.op, OP_MATMUL);
+    Atomics.store(ctrl, JOB.done, 0);
+    Atomics.store(ctrl, JOB.claim, gen * 65536 + chunks);
+    Atomics.store(ctrl, JOB.generation, gen);
+    Atomics.notify(ctrl, JOB.generation);
+    runChunks(exports, ctrl, gen, work0);
+    for (let spin = 0;; spin++) {
+      const done = Atomics.load(ctrl, JOB.done);
+      if (done >= chunks) break;
+      if (spin > 1000) Atomics.wait(ctrl, JOB.done, done, 1);
+    }
+  }
+
+  /** Stops the workers (idempotent). */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    Atomics.store(this.#ctrl, JOB.op, OP_QUIT);
+    Atomics.add(this.#ctrl, JOB.generation, 1);
+    Atomics.notify(this.#ctrl, JOB.generation);
+    for (const w of this.#workers) w.terminate();
+  }
+}

@@ -1,0 +1,40 @@
+/**
+ * A worker of {@link WasmKernels}' thread pool: it instantiates the kernel
+ * module on the pool's shared memory, then waits on the control block for
+ * matmul jobs and claims chunks of each (see `matmul_pool.ts` for the
+ * protocol). Started by the pool; not an API.
+ *
+ * @module
+ */
+import {
+  type InitMessage,
+  JOB,
+  type MatmulExport,
+  OP_QUIT,
+  runChunks,
+} from "./matmul_pool.ts";
+
+const scope = self as unknown as {
+  onmessage: ((e: MessageEvent<InitMessage>) => void) | null;
+  postMessage(message: unknown): void;
+};
+
+scope.onmessage = (e: MessageEvent<InitMessage>) => {
+  scope.onmessage = null;
+  const { bytes, memory, control, index } = e.data;
+  const instance = new WebAssembly.Instance(
+    new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>),
+    { env: { memory } },
+  );
+  const exports = instance.exports as Record<string, MatmulExport>;
+  const ctrl = new Int32Array(memory.buffer, control, JOB.words);
+  scope.postMessage("ready");
+  let seen = Atomics.load(ctrl, JOB.generation);
+  for (;;) {
+    Atomics.wait(ctrl, JOB.generation, seen);
+    seen = Atomics.load(ctrl, JOB.generation);
+    if (Atomics.load(ctrl, JOB.op) === OP_QUIT) break;
+    runChunks(exports, ctrl, seen, Atomics.load(ctrl, JOB.work + index));
+  }
+  scope.postMessage("quit");
+};
