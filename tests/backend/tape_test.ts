@@ -136,15 +136,22 @@ Deno.test("tape: gradients of a transformer block match finite differences (f32)
       for (const name of p.names) {
         const value = p.values.get(name)! as Tensor & { data: Float32Array };
         const grad = await backend.read(p.grads.get(name)!);
-        for (let trial = 0; trial < 2; trial++) {
-          const i = Math.floor(rnd() * value.size);
+        const central = async (i: number, step: number) => {
           const keep = value.data[i];
-          value.data[i] = keep + h;
+          value.data[i] = keep + step;
           const up = await lossAt(p, ids, targets);
-          value.data[i] = keep - h;
+          value.data[i] = keep - step;
           const down = await lossAt(p, ids, targets);
           value.data[i] = keep;
-          const fd = (up - down) / (2 * h);
+          return (up - down) / (2 * step);
+        };
+        for (let trial = 0; trial < 2; trial++) {
+          const i = Math.floor(rnd() * value.size);
+          // Richardson extrapolation cancels the h² term: with weights of
+          // scale 0.5 the loss reaches ~16 and its third derivative is large
+          // enough that a plain central difference at h = 1e-2 has the wrong
+          // sign (seed 999990, head[44]: tape 0.0025, h = 1e-2 gave −0.0017).
+          const fd = (4 * await central(i, h / 2) - await central(i, h)) / 3;
           assert.ok(
             Math.abs(fd - grad[i]) <= 2e-3 + 3e-2 * Math.abs(fd),
             `${name}[${i}]: tape ${grad[i]} vs finite difference ${fd}`,
@@ -155,7 +162,7 @@ Deno.test("tape: gradients of a transformer block match finite differences (f32)
         const t of [...p.values.values(), ...p.grads.values(), ids, targets]
       ) backend.release(t);
     }),
-    { numRuns: 4 },
+    { numRuns: 4, examples: [[999990]] },
   );
 });
 
