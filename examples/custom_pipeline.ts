@@ -8,10 +8,10 @@
  * @module
  */
 import { Effect, Stream } from "effect";
-import { CpuBackend } from "@ternary/core/backend";
+import { ComputeBackend } from "@ternary/core/backend";
 import { PRESETS, trainBpe } from "@ternary/core/common";
 import { quantPhases } from "@ternary/core/core";
-import { defaultSettings, initTraining, Trainer } from "@ternary/core/train";
+import { acquireTraining, defaultSettings, Trainer } from "@ternary/core/train";
 
 // 1. Data: any Stream of documents (here generated; a file, an HTTP body or a
 //    database cursor works the same way).
@@ -53,12 +53,12 @@ const program = Effect.gen(function* () {
     lr: { kind: "linear", peakLr: 3e-3, warmupSteps: 10, totalSteps: steps },
   });
 
-  // 5. Train on the CPU backend (WebAssembly SIMD).
-  const backend = yield* Effect.promise(() => CpuBackend.create());
-  const { model, optimizer } = initTraining(config, backend, settings);
+  // 5. Train on the compute backend provided below; the model and optimizer
+  //    tensors are released when the scope closes.
+  const { model, optimizer } = yield* acquireTraining(config, settings);
   const trainer = new Trainer(model, optimizer, tokens, settings);
   for (let i = 0; i < steps; i++) {
-    const r = yield* Effect.promise(() => trainer.runStep());
+    const r = yield* trainer.runStep();
     if (r.step % 20 === 0) {
       console.log(
         `step ${r.step}  loss ${r.loss.toFixed(3)}  λ ${
@@ -67,8 +67,11 @@ const program = Effect.gen(function* () {
       );
     }
   }
-  const { ppl } = yield* Effect.promise(() => trainer.evaluate(tokens, 16));
+  const { ppl } = yield* trainer.evaluate(tokens, 16);
   console.log(`perplexity on the training documents: ${ppl.toFixed(2)}`);
 });
 
-Effect.runPromise(program);
+// The CPU backend (WebAssembly SIMD); `ComputeBackend.auto` picks a GPU when there is one.
+Effect.runPromise(
+  program.pipe(Effect.scoped, Effect.provide(ComputeBackend.cpu)),
+);

@@ -10,13 +10,12 @@
  * @module
  */
 import { Effect } from "effect";
-import { CpuBackend } from "@ternary/core/backend";
+import { ComputeBackend } from "@ternary/core/backend";
 import { preset } from "@ternary/core/common";
 import {
   defaultSettings,
-  measureStepSeconds,
+  ProgressPrinter,
   runTraining,
-  stepsForBudget,
 } from "@ternary/core/train";
 
 const [data, minutes = "10"] = Deno.args;
@@ -28,29 +27,26 @@ if (data === undefined) {
 }
 
 const config = preset("ref-4m");
-const backend = await CpuBackend.create();
-const budget = Number(minutes) * 60;
-const perStep = await measureStepSeconds(
-  config,
-  backend,
-  defaultSettings(config, 1),
-);
-const steps = stepsForBudget(budget, perStep);
+const seconds = Number(minutes) * 60;
 
-const result = await Effect.runPromise(Effect.scoped(runTraining(backend, {
-  config,
-  settings: defaultSettings(config, steps),
-  out: "runs/wikitext",
-  resume: false,
-  data,
-  cacheDir: ".cache/datasets",
-  timeBudgetSeconds: budget,
-  saveEvery: 0,
-  log: (line) => console.error(line),
-})));
+// The steps are planned to fill the budget: from a probe of the step time,
+// then again from the measured steps early in the run.
+const result = await Effect.runPromise(
+  Effect.scoped(runTraining({
+    config,
+    budget: { seconds, settingsFor: (steps) => defaultSettings(config, steps) },
+    out: "runs/wikitext",
+    resume: false,
+    data,
+    cacheDir: ".cache/datasets",
+    saveEvery: 0,
+    progress: new ProgressPrinter({ timeBudgetSeconds: seconds }),
+  })).pipe(Effect.provide(ComputeBackend.cpu)),
+);
 console.log(JSON.stringify({
   steps: result.steps,
+  trainSeconds: result.trainSeconds,
   tokens: result.tokens,
-  validPpl: result.valid?.ppl,
+  validPpl: result.valid.ppl,
   unigramPpl: result.unigramPpl,
 }));

@@ -10,12 +10,12 @@ import { Console, Effect } from "effect";
 import { Command, Flag } from "effect/cli";
 import { NodeRuntime, NodeServices } from "@effect/platform-node";
 import denoJson from "../../deno.json" with { type: "json" };
-import { NotImplementedError } from "./errors.ts";
+import { cliLogger } from "./logger.ts";
+import { searchFlags, searchProgram } from "./search.ts";
+import { inferCommand } from "./infer.ts";
+import { exportCommand } from "./export.ts";
 import { statsProgram } from "./stats.ts";
 import { evalProgram, prepProgram, trainFlags, trainProgram } from "./train.ts";
-
-const notYet = (task: string) =>
-  Command.make(task, {}, () => Effect.fail(new NotImplementedError({ task })));
 
 const stats = Command.make("stats", {
   preset: Flag.String("preset").pipe(
@@ -60,10 +60,29 @@ const evaluate = Command.make("eval", {
   model: Flag.String("model").pipe(
     Flag.withDescription("run directory of a trained model"),
   ),
-  text: Flag.String("text").pipe(Flag.withDescription("text file to score")),
+  text: Flag.String("text").pipe(
+    Flag.optional,
+    Flag.withDescription("text file to score (or --eval-tokens)"),
+  ),
+  evalTokens: Flag.Int("eval-tokens").pipe(
+    Flag.optional,
+    Flag.withDescription(
+      "score the search's windows of the validation split instead (as `search --eval-tokens`)",
+    ),
+  ),
+  seed: Flag.Int("seed").pipe(
+    Flag.optional,
+    Flag.withDescription("with --eval-tokens: seed of the windows (default 0)"),
+  ),
   json: Flag.Boolean("json").pipe(
     Flag.withDefault(false),
     Flag.withDescription('print {"tokens", "loss", "ppl"}'),
+  ),
+  bitMap: Flag.String("bit-map").pipe(
+    Flag.optional,
+    Flag.withDescription(
+      "LayerBitMap JSON: quantize the trained weights under this map instead",
+    ),
   ),
   backend: trainFlags.backend,
 }, evalProgram).pipe(
@@ -76,9 +95,13 @@ const ternary = Command.make("ternary").pipe(
     train,
     prep,
     evaluate,
-    notYet("search"),
-    notYet("infer"),
-    notYet("export"),
+    Command.make("search", searchFlags, searchProgram).pipe(
+      Command.withDescription(
+        "the smallest bit map of a trained run within a perplexity limit",
+      ),
+    ),
+    inferCommand,
+    exportCommand,
   ]),
 );
 
@@ -90,6 +113,7 @@ const USER_ERRORS: ReadonlySet<string> = new Set([
   "NotImplementedError",
   "TrainError",
   "GpuUnavailableError",
+  "ExportError",
 ]);
 
 const isUserError = (e: unknown): e is { _tag: string; message: string } =>
@@ -103,6 +127,7 @@ const program = Command.run(ternary, { version: denoJson.version }).pipe(
         Deno.exitCode = 1;
       })),
     )),
+  Effect.provide(cliLogger),
   Effect.provide(NodeServices.layer),
 );
 

@@ -9,29 +9,22 @@ import { Flag } from "effect/cli";
 import { ComputeBackend } from "../backend/service.ts";
 import type { GpuUnavailableError } from "../backend/webgpu/device.ts";
 import type { OneBitLlmConfig } from "../common/config.ts";
-import type { ConfigError } from "../common/config_file.ts";
+import { type ConfigError, loadBitMap } from "../common/config_file.ts";
 import { prepareDataset } from "../common/dataset.ts";
 import { DataError, readText } from "../common/text_sources.ts";
 import { quantPhases } from "../core/schedule.ts";
-import { OneBitLlm } from "../core/model.ts";
-import { loadCheckpoint } from "../train/checkpoint.ts";
-import type { LrSchedule } from "../train/lr_schedule.ts";
+import { ProgressPrinter } from "../train/report.ts";
 import { runTraining } from "../train/run.ts";
 import {
   defaultSettings,
-  evaluateModel,
-  measureStepSeconds,
-  stepsForBudget,
-  TrainError,
+  lrSchedule,
   type TrainSettings,
-} from "../train/trainer.ts";
-import { lambdaAt } from "../core/schedule.ts";
-import { resolveBitMap } from "../common/config.ts";
+} from "../train/settings.ts";
+import { DEFAULT_CACHE_DIR, loadTrainedModel } from "../train/trained_model.ts";
+import { evaluateModel, type TrainError } from "../train/trainer.ts";
 import { UsageError } from "./errors.ts";
+import { evalWindowsProgram } from "./eval_windows.ts";
 import { resolveBitMapFlag, resolveConfig } from "./stats.ts";
-
-/** Where prepared datasets are cached. */
-export const CACHE_DIR = ".cache/datasets";
 
 const int = (name: string, description: string) =>
   Flag.Int(name).pipe(Flag.optional, Flag.withDescription(description));
@@ -50,7 +43,7 @@ export const trainFlags = {
   bitMap: str("bit-map", "LayerBitMap JSON (per-layer modes)"),
   data: str(
     "data",
-    "training text: file, directory, JSONL or WikiText (default: Brown corpus)",
+    "training text: file, directory, JSONL or WikiText (default: Brown corpus; with --resume, the run's own)",
   ),
   out: str("out", "run directory (default: runs/<preset>)"),
   steps: int("steps", "optimizer steps (default: as many as --time allows)"),
@@ -174,11 +167,10 @@ export function backendLayer(
   }
 }
 
-/** Settings from the flags, for `config` and a step count. */
+/** The run's settings at a step count, from the flags (absent flags take the defaults). */
 function settingsFrom(
   flags: TrainFlags,
   config: OneBitLlmConfig,
-  steps: number,
   values: {
     batch?: number;
     seq?: number;
@@ -189,41 +181,34 @@ function settingsFrom(
     evalEvery?: number;
     seed?: number;
   },
-): TrainSettings {
-  const peak = Option.getOrElse(flags.lr, () => 1.5e-3);
-  const warmup = values.warmup ??
-    Math.min(100, Math.max(1, Math.floor(steps / 10)));
-  const wd = Option.getOrElse(flags.weightDecay, () => 0.1);
-  const lr: LrSchedule = flags.schedule === "two-stage"
-    ? {
-      kind: "two_stage",
-      peakLr: peak,
-      stage2PeakLr: peak * 2 / 3,
-      warmupSteps: warmup,
-      totalSteps: steps,
-      weightDecay: wd,
-    }
-    : {
-      kind: flags.schedule === "linear" ? "linear" : "cosine",
-      peakLr: peak,
-      warmupSteps: warmup,
-      totalSteps: steps,
-      decayFromStart: flags.schedule === "cosine-from-start",
-    };
-  return defaultSettings(config, steps, {
-    batch: values.batch ?? 16,
-    seqLen: values.seq ?? config.max_seq_len,
-    accumulation: values.accum ?? 1,
-    lr,
-    weightDecay: wd,
-    lambda: quantPhases({
-      fpSteps: values.fpSteps ?? 0,
-      softSteps: values.softSteps ?? 0,
-    }),
-    labelSmoothing: Option.getOrElse(flags.labelSmoothing, () => 0),
-    evalEvery: values.evalEvery ?? Math.max(1, Math.floor(steps / 5)),
-    seed: values.seed ?? 0,
-  });
+): (steps: number) => TrainSettings {
+  const weightDecay = Option.getOrUndefined(flags.weightDecay);
+  const given: Partial<TrainSettings> = {
+    batch: values.batch,
+    seqLen: values.seq,
+    accumulation: values.accum,
+    weightDecay,
+    labelSmoothing: Option.getOrUndefined(flags.labelSmoothing),
+    evalEvery: values.evalEvery,
+    seed: values.seed,
+  };
+  const overrides = Object.fromEntries(
+    Object.entries(given).filter(([, v]) => v !== undefined),
+  ) as Partial<TrainSettings>;
+  return (steps) =>
+    defaultSettings(config, steps, {
+      ...overrides,
+      lr: lrSchedule(flags.schedule, {
+        steps,
+        peakLr: Option.getOrUndefined(flags.lr),
+        warmupSteps: values.warmup,
+        weightDecay,
+      }),
+      lambda: quantPhases({
+        fpSteps: values.fpSteps ?? 0,
+        softSteps: values.softSteps ?? 0,
+      }),
+    });
 }
 
 /** The `train` command's program. */
@@ -234,7 +219,6 @@ export function trainProgram(
   UsageError | ConfigError | DataError | TrainError | GpuUnavailableError
 > {
   return Effect.scoped(Effect.gen(function* () {
-    const log = (line: string) => console.error(line);
     const values = {
       batch: yield* positive("batch", flags.batch),
       seq: yield* positive("seq", flags.seq),
@@ -269,7 +253,6 @@ export function trainProgram(
       flags.out,
       () => `runs/${Option.isSome(flags.config) ? "custom" : flags.preset}`,
     );
-    const backend = yield* ComputeBackend;
     if (
       config !== undefined && values.seq !== undefined &&
       values.seq > config.max_seq_len
@@ -279,35 +262,30 @@ export function trainProgram(
           `--seq: ${values.seq} exceeds the model's max_seq_len ${config.max_seq_len}`,
       });
     }
-    let steps = stepsFlag;
-    if (steps === undefined && config !== undefined && !flags.resume) {
-      const probe = settingsFrom(flags, config, 1, values);
-      const perStep = yield* Effect.promise(() =>
-        measureStepSeconds(config!, backend, probe)
-      );
-      steps = stepsForBudget(budget!, perStep);
-      log(
-        `time budget ${budget}s at ~${
-          perStep.toFixed(2)
-        }s a step → ${steps} steps`,
-      );
-    }
-    const settings = config && steps
-      ? settingsFrom(flags, config, steps, values)
-      : undefined;
-    const result = yield* runTraining(backend, {
+    const settingsFor = config && settingsFrom(flags, config, values);
+    const planned = settingsFor !== undefined && !flags.resume &&
+      stepsFlag === undefined && budget !== undefined;
+    const result = yield* runTraining({
       config,
-      settings,
+      settings: settingsFor && stepsFlag !== undefined
+        ? settingsFor(stepsFlag)
+        : undefined,
+      budget: planned
+        ? { seconds: budget!, settingsFor: settingsFor! }
+        : undefined,
       out,
       resume: flags.resume,
       data: Option.getOrUndefined(flags.data),
-      cacheDir: CACHE_DIR,
-      timeBudgetSeconds: budget,
+      cacheDir: DEFAULT_CACHE_DIR,
+      // A planned run stops by its plan (see runTraining); else --time is a limit.
+      timeBudgetSeconds: planned ? undefined : budget,
       saveEvery,
-      log,
+      progress: new ProgressPrinter({ timeBudgetSeconds: budget }),
     });
-    log(
-      `done: ${result.steps} steps, ${
+    yield* Effect.logInfo(
+      `done: ${result.steps} steps in ${
+        result.trainSeconds.toFixed(1)
+      }s of training${budget === undefined ? "" : ` (budget ${budget}s)`}, ${
         result.tokens.toLocaleString("en-US")
       } tokens, ${result.tokensPerSecond.toFixed(0)} tokens/s; run in ${out}`,
     );
@@ -325,7 +303,7 @@ export function prepProgram(flags: {
     const { files } = yield* prepareDataset({
       data: Option.getOrUndefined(flags.data),
       vocabSize: config.vocab_size,
-      cacheDir: CACHE_DIR,
+      cacheDir: DEFAULT_CACHE_DIR,
       log: (line) => console.error(line),
     });
     yield* Console.log(JSON.stringify(files, null, 2));
@@ -335,48 +313,60 @@ export function prepProgram(flags: {
 /** The `eval` command's program: true perplexity of a trained model on a text. */
 export function evalProgram(flags: {
   readonly model: string;
-  readonly text: string;
+  readonly text: Opt<string>;
+  readonly evalTokens: Opt<number>;
+  readonly seed: Opt<number>;
   readonly json: boolean;
+  readonly bitMap: Opt<string>;
   readonly backend: "auto" | "cpu" | "webgpu";
 }): Effect.Effect<
   void,
   UsageError | ConfigError | DataError | TrainError | GpuUnavailableError
 > {
-  return Effect.gen(function* () {
-    const ckpt = yield* loadCheckpoint(flags.model);
-    const text = yield* readText(flags.text);
-    const ids = ckpt.tokenizer.encode(text);
-    const settings = ckpt.state.schedule as TrainSettings;
-    const seqLen = Math.min(settings.seqLen, ckpt.config.max_seq_len);
+  const textFile = Option.getOrUndefined(flags.text);
+  const evalTokens = Option.getOrUndefined(flags.evalTokens);
+  if ((textFile === undefined) === (evalTokens === undefined)) {
+    return Effect.fail(
+      new UsageError({
+        message: "give one of --text FILE or --eval-tokens N",
+      }),
+    );
+  }
+  // The search's windows, scored as the search scores them.
+  if (evalTokens !== undefined) {
+    return evalWindowsProgram({ ...flags, evalTokens });
+  }
+  return Effect.scoped(Effect.gen(function* () {
+    const bitMapFile = Option.getOrUndefined(flags.bitMap);
+    const bitMap = bitMapFile === undefined
+      ? undefined
+      : yield* loadBitMap(bitMapFile);
+    const run = yield* loadTrainedModel(flags.model, {
+      bitMap,
+      bitMapSource: bitMapFile,
+    });
+    const text = yield* readText(textFile!);
+    const ids = run.tokenizer.encode(text);
+    const seqLen = Math.min(run.settings.seqLen, run.config.max_seq_len);
     if (ids.length < seqLen + 1) {
       return yield* new DataError({
-        file: flags.text,
-        message:
-          `${flags.text}: ${ids.length} tokens, fewer than one window of ${
-            seqLen + 1
-          }`,
+        file: textFile!,
+        message: `${textFile}: ${ids.length} tokens, fewer than one window of ${
+          seqLen + 1
+        }`,
       });
     }
-    const backend = yield* ComputeBackend;
-    const model = OneBitLlm.fromValues(
-      ckpt.config,
-      resolveBitMap(ckpt.config),
-      backend,
-      ckpt.params,
-    );
-    const lambda = lambdaAt(settings.lambda, Math.max(0, ckpt.state.step - 1));
-    const r = yield* Effect.tryPromise({
-      try: () =>
-        evaluateModel(model, ids, { batch: settings.batch, seqLen, lambda }),
-      catch: (e) =>
-        e instanceof TrainError ? e : new TrainError({ message: String(e) }),
+    const r = yield* evaluateModel(run.model, ids, {
+      batch: run.settings.batch,
+      seqLen,
+      lambda: run.lambda,
     });
     yield* Console.log(
       flags.json
         ? JSON.stringify({ tokens: r.tokens, loss: r.loss, ppl: r.ppl })
-        : `${flags.text}: ${r.tokens} tokens, loss ${
+        : `${textFile}: ${r.tokens} tokens, loss ${
           r.loss.toFixed(4)
         }, perplexity ${r.ppl.toFixed(2)}`,
     );
-  }).pipe(Effect.provide(backendLayer(flags.backend)));
+  })).pipe(Effect.provide(backendLayer(flags.backend)));
 }

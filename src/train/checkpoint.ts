@@ -23,7 +23,7 @@
  *
  * @module
  */
-import { Effect, Schema, SchemaIssue } from "effect";
+import { Effect, Schema } from "effect";
 import type { OneBitLlmConfig } from "../common/config.ts";
 import {
   ConfigError,
@@ -31,6 +31,7 @@ import {
   loadConfig,
 } from "../common/config_file.ts";
 import { DataError } from "../common/text_sources.ts";
+import { decodeField } from "./decode.ts";
 import { parseTokenizerJson, type Tokenizer } from "../common/tokenizer.ts";
 import { syncDir, writeFileAtomic } from "../common/atomic_write.ts";
 import {
@@ -82,6 +83,10 @@ export interface CheckpointState {
   readonly best_val_loss?: number;
   /** Seconds spent training before this checkpoint, across resumes. */
   readonly elapsed_seconds?: number;
+  /** The run's training text as given to `--data` (absent: the built-in corpus). */
+  readonly data?: string;
+  /** How a time budget planned the run's steps (opaque JSON), when one did. */
+  readonly budget?: unknown;
 }
 
 const NonNegativeInt = Schema.Number.check(
@@ -105,6 +110,8 @@ export const CheckpointState: Schema.Codec<CheckpointState, CheckpointState> =
     elapsed_seconds: Schema.optionalKey(
       Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0)),
     ),
+    data: Schema.optionalKey(Schema.String),
+    budget: Schema.optionalKey(Schema.Unknown),
   });
 
 /** AdamW's first and second moment estimates of one parameter. */
@@ -165,6 +172,11 @@ export interface LoadCheckpointOptions {
    * these tensors, with these shapes.
    */
   readonly expectedShapes?: ReadonlyMap<string, readonly number[]>;
+  /**
+   * Skip `optimizer.safetensors` (`moments` comes back empty): for using the
+   * weights, not resuming. Default false.
+   */
+  readonly skipOptimizer?: boolean;
 }
 
 const describe = (cause: unknown): string =>
@@ -178,8 +190,6 @@ const sameShape = (a: readonly number[], b: readonly number[]): boolean =>
 const dataError = (file: string, message: string): DataError =>
   new DataError({ file, message: `${file}: ${message}` });
 
-const formatIssues = SchemaIssue.makeFormatterStandardSchemaV1();
-
 /** Decodes `state.json` text; messages name `file` and the field. */
 export const decodeCheckpointState = (
   text: string,
@@ -189,24 +199,7 @@ export const decodeCheckpointState = (
     try: (): unknown => JSON.parse(text),
     catch: (cause) => dataError(file, `not valid JSON: ${describe(cause)}`),
   }).pipe(
-    Effect.flatMap((json) =>
-      Schema.decodeUnknownEffect(CheckpointState, {
-        errors: "all",
-        onExcessProperty: "error",
-      })(json).pipe(
-        Effect.mapError((e) =>
-          new DataError({
-            file,
-            message: formatIssues(e.issue).issues.map(({ path, message }) => {
-              const at = (path ?? []).map((p) =>
-                String(typeof p === "object" ? p.key : p)
-              ).join(".");
-              return `${file}: ${at === "" ? "" : `at ${at}: `}${message}`;
-            }).join("\n"),
-          })
-        ),
-      )
-    ),
+    Effect.flatMap((json) => decodeField(CheckpointState, json, file, "")),
   );
 
 /** The problems with save input, or undefined when it is consistent. */
@@ -462,7 +455,7 @@ const configMismatch = (
  * given, exactly the names and shapes of `expectedShapes`
  * (`<file>: tensor X has shape [8,8] but config expects [16,16]`), and the
  * optimizer file holds `<name>.m` and `<name>.v` of each parameter's shape
- * and nothing else. Every message names the file.
+ * and nothing else (unless `skipOptimizer`). Every message names the file.
  */
 export const loadCheckpoint = (
   dir: string,
@@ -533,6 +526,18 @@ export const loadCheckpoint = (
       shapes.set(name, [...t.shape]);
     }
 
+    const moments = new Map<string, AdamMoments>();
+    const checkpoint = {
+      path,
+      config,
+      tokenizerJson,
+      tokenizer,
+      params,
+      shapes,
+      moments,
+      state,
+    };
+    if (options.skipOptimizer) return checkpoint;
     const optimizerPath = file(CHECKPOINT_FILES.optimizer);
     const optimizer = yield* f32Tensors(
       optimizerPath,
@@ -551,7 +556,6 @@ export const loadCheckpoint = (
           } but parameter ${name} has ${shapeText(shape)}`,
         ));
     };
-    const moments = new Map<string, AdamMoments>();
     for (const [name, shape] of shapes) {
       moments.set(name, {
         m: yield* moment(name, "m", shape),
@@ -569,14 +573,5 @@ export const loadCheckpoint = (
         );
       }
     }
-    return {
-      path,
-      config,
-      tokenizerJson,
-      tokenizer,
-      params,
-      shapes,
-      moments,
-      state,
-    };
+    return checkpoint;
   });

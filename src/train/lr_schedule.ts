@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { Schema } from "effect";
 
 /** Linear warmup from 0, then cosine (or linear) decay to `minLr` at `totalSteps`. */
 export interface WarmupDecaySchedule {
@@ -53,6 +54,42 @@ export interface TwoStageSchedule {
 
 /** A learning-rate schedule. */
 export type LrSchedule = WarmupDecaySchedule | TwoStageSchedule;
+
+const NonNegativeInt = Schema.Number.check(
+  Schema.isInt(),
+  Schema.isGreaterThanOrEqualTo(0),
+);
+const Rate = Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0));
+const Span = {
+  warmupSteps: NonNegativeInt,
+  totalSteps: Schema.Number.check(
+    Schema.isInt(),
+    Schema.isGreaterThanOrEqualTo(1),
+  ),
+};
+
+/** Schema of a {@link LrSchedule} (as saved in `state.json`). */
+export const LrSchedule: Schema.Codec<LrSchedule> = Schema.Union([
+  Schema.Struct({
+    kind: Schema.Literals(["cosine", "linear"]),
+    peakLr: Rate,
+    minLr: Schema.optionalKey(Rate),
+    ...Span,
+    decayFromStart: Schema.optionalKey(Schema.Boolean),
+  }),
+  Schema.Struct({
+    kind: Schema.Literal("two_stage"),
+    peakLr: Rate,
+    stage2PeakLr: Rate,
+    minLr: Schema.optionalKey(Rate),
+    ...Span,
+    stage2Start: Schema.optionalKey(NonNegativeInt),
+    weightDecay: Rate,
+  }),
+]).annotate({
+  expected:
+    'an LR schedule: kind "cosine" or "linear" (peakLr, warmupSteps, totalSteps, optional minLr and decayFromStart), or "two_stage" (also stage2PeakLr, weightDecay, optional stage2Start)',
+});
 
 /** What the optimizer uses at one step. */
 export interface StepHyper {

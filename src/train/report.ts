@@ -5,8 +5,9 @@
  *
  * @module
  */
-import { Effect } from "effect";
+import { Cause, Effect, Exit, Option, Schema } from "effect";
 import { DataError } from "../common/text_sources.ts";
+import { issueMessage } from "./decode.ts";
 
 /** What the trainer knows after one optimizer step. */
 export interface StepMetrics {
@@ -252,51 +253,87 @@ export interface MetricsHistory {
   readonly notes: readonly string[];
 }
 
-const TRAIN_FIELDS = [
-  "step",
-  "loss",
-  "lr",
-  "lambda",
-  "tokensPerSecond",
-  "elapsedSeconds",
-  "tokens",
-] as const;
-const TRAIN_OPTIONAL = ["totalSteps", "gradNorm"] as const;
-const EVAL_FIELDS = ["step", "valLoss", "valPpl", "tokens"] as const;
+const Count = Schema.Number.check(
+  Schema.isInt(),
+  Schema.isGreaterThanOrEqualTo(0),
+);
+/** A measured value; JSON stores NaN and ±Infinity as null, read back as NaN. */
+const Measured = Schema.NullOr(Schema.Finite);
 
-/** JSON stores NaN and ±Infinity as null; they come back as NaN. */
-function num(v: unknown): number | undefined {
-  return typeof v === "number" ? v : v === null ? NaN : undefined;
-}
+const TrainRecord = Schema.Struct({
+  kind: Schema.Literal("train"),
+  step: Count,
+  totalSteps: Schema.optionalKey(Count),
+  loss: Measured,
+  lr: Measured,
+  lambda: Measured,
+  tokensPerSecond: Measured,
+  elapsedSeconds: Measured,
+  tokens: Count,
+  gradNorm: Schema.optionalKey(Measured),
+});
+
+const EvalRecord = Schema.Struct({
+  kind: Schema.Literal("eval"),
+  step: Count,
+  valLoss: Measured,
+  valPpl: Measured,
+  tokens: Count,
+});
+
+const AnyRecord = Schema.Union([TrainRecord, EvalRecord]);
+
+const nan = (v: number | null): number => v ?? NaN;
 
 /** A record from one parsed line, or a message saying what is wrong with it. */
 function toRecord(v: unknown): MetricsRecord | string {
   if (typeof v !== "object" || v === null || Array.isArray(v)) {
     return "not a JSON object";
   }
-  const o = v as Record<string, unknown>;
-  const [required, optional] = o.kind === "train"
-    ? [TRAIN_FIELDS, TRAIN_OPTIONAL]
-    : o.kind === "eval"
-    ? [EVAL_FIELDS, []]
-    : [undefined, []];
-  if (required === undefined) {
-    return `kind must be "train" or "eval", got ${JSON.stringify(o.kind)}`;
+  const kind = (v as { kind?: unknown }).kind;
+  if (kind !== "train" && kind !== "eval") {
+    const shown = JSON.stringify(kind) ?? "nothing";
+    return `kind must be "train" or "eval", got ${
+      shown.length > 40 ? `${shown.slice(0, 39)}…` : shown
+    }`;
   }
-  const out: Record<string, unknown> = { kind: o.kind };
-  for (const f of required) {
-    const n = num(o[f]);
-    if (n === undefined) return `field ${f} must be a number`;
-    out[f] = n;
+  const decoded = Schema.decodeUnknownExit(AnyRecord, OPTIONS)(v);
+  if (Exit.isFailure(decoded)) {
+    const error = Cause.findErrorOption(decoded.cause);
+    return Option.isSome(error)
+      ? issueMessage("", "", error.value.issue).replace(/^: (at )?/, "field ")
+      : "cannot decode";
   }
-  for (const f of optional) {
-    if (o[f] === undefined) continue;
-    const n = num(o[f]);
-    if (n === undefined) return `field ${f} must be a number`;
-    out[f] = n;
+  const r = decoded.value;
+  if (r.kind === "eval") {
+    return {
+      kind: "eval",
+      step: r.step,
+      valLoss: nan(r.valLoss),
+      valPpl: nan(r.valPpl),
+      tokens: r.tokens,
+    };
   }
-  return out as unknown as MetricsRecord;
+  return {
+    kind: "train",
+    step: r.step,
+    ...(r.totalSteps === undefined ? {} : { totalSteps: r.totalSteps }),
+    loss: nan(r.loss),
+    lr: nan(r.lr),
+    lambda: nan(r.lambda),
+    tokensPerSecond: nan(r.tokensPerSecond),
+    elapsedSeconds: nan(r.elapsedSeconds),
+    tokens: r.tokens,
+    ...(r.gradNorm === undefined ? {} : { gradNorm: nan(r.gradNorm) }),
+  };
 }
+
+// The first problem of a line is enough to find it.
+const OPTIONS = {
+  errors: "first",
+  onExcessProperty: "error",
+  reportInput: true,
+} as const;
 
 /**
  * Parses the text of a `metrics.jsonl`. A last line without its newline that

@@ -3,65 +3,105 @@
  * first use), model and optimizer (fresh or resumed), the step loop with
  * progress, evaluation, checkpoints, Ctrl-C handling, and at the end the final
  * validation perplexity beside the unigram baseline, `metrics.jsonl` and
- * `loss.svg` in the run directory.
+ * `loss.svg` in the run directory. A run with a time budget plans its steps
+ * from a probe and re-plans them from its measured steps.
  *
  * @module
  */
 import { Effect, type Scope } from "effect";
-import type { Backend } from "../backend/backend.ts";
+import { ComputeBackend } from "../backend/service.ts";
 import type { ConfigError } from "../common/config_file.ts";
 import { encodeConfigJson } from "../common/config_file.ts";
-import { type OneBitLlmConfig, resolveBitMap } from "../common/config.ts";
+import type { OneBitLlmConfig } from "../common/config.ts";
 import { prepareDataset } from "../common/dataset.ts";
 import { openTokenFile } from "../common/token_file.ts";
 import { tokenizerHash, tokenizerToJson } from "../common/tokenizer.ts";
 import { DataError } from "../common/text_sources.ts";
-import { type SamplerState, unigramPerplexity } from "../common/batches.ts";
-import { OneBitLlm } from "../core/model.ts";
+import { unigramPerplexity } from "../common/batches.ts";
 import { writeFileAtomic } from "../common/atomic_write.ts";
+import { BUDGET_OVERRUN, BudgetPlanner } from "./budget.ts";
 import {
+  CHECKPOINT_FILES,
   type CheckpointState,
   loadCheckpoint,
   resolveCheckpoint,
   saveCheckpoint,
 } from "./checkpoint.ts";
-import { AdamW } from "./optimizer.ts";
-import { MetricsLog, ProgressPrinter, readMetrics } from "./report.ts";
+import {
+  type EvalMetrics,
+  MetricsLog,
+  readMetrics,
+  type StepMetrics,
+} from "./report.ts";
+import { decodeRunState, type RunState } from "./run_state.ts";
+import type { TrainSettings } from "./settings.ts";
 import { lossCurveSvg } from "./svg_chart.ts";
 import {
+  acquireTraining,
   type EvalResult,
-  initTraining,
+  measureStepSeconds,
   Trainer,
   TrainError,
-  type TrainSettings,
 } from "./trainer.ts";
+
+/**
+ * Where step and evaluation lines go (a `ProgressPrinter` is one). The run
+ * calls `finish` before each log message, so an open terminal line ends first.
+ */
+export interface ProgressSink {
+  /** After each step. */
+  step(m: StepMetrics): void;
+  /** After each evaluation. */
+  printEval(e: EvalMetrics): void;
+  /** Ends an open line. */
+  finish(): void;
+}
+
+/** A new run whose step count a time budget decides. */
+export interface TimeBudget {
+  /** Seconds of training: steps, periodic evaluations and checkpoints. */
+  readonly seconds: number;
+  /**
+   * The run's settings at a step count. A re-plan takes the step count, LR
+   * schedule and evaluation period from it, and keeps the first plan's warmup.
+   */
+  readonly settingsFor: (steps: number) => TrainSettings;
+}
 
 /** Options of {@link runTraining}. */
 export interface RunOptions {
   /** The model; on resume, absent means the checkpoint's own config (given, it must match). */
   readonly config?: OneBitLlmConfig;
-  /** The run's settings; required for a new run (a resume uses the saved ones). */
+  /** The settings of a new run of a fixed number of steps. */
   readonly settings?: TrainSettings;
+  /** A new run planned to fill a time budget (instead of `settings`). */
+  readonly budget?: TimeBudget;
   /** Run directory (checkpoints, metrics, curves). */
   readonly out: string;
-  /** Continue the checkpoint in `out`. */
+  /** Continue the checkpoint in `out`, with its saved settings. */
   readonly resume: boolean;
-  /** Training text; absent: the built-in Brown corpus. */
+  /** Training text; absent: the built-in Brown corpus (on resume: the run's own). */
   readonly data?: string;
   /** Where prepared datasets are cached. */
   readonly cacheDir: string;
-  /** Stop (with a checkpoint) after this many seconds of training in this process. */
+  /**
+   * Stop (with a checkpoint) after this many seconds of training in this
+   * process (default: for a budgeted run, the budget plus 5% to finish its
+   * planned steps; else none).
+   */
   readonly timeBudgetSeconds?: number;
   /** Save a checkpoint every this many steps (0: at evaluations and the end). */
   readonly saveEvery: number;
-  /** Lines for the person watching. */
-  readonly log: (line: string) => void;
+  /** Step and evaluation lines (default: none; messages go to the logger). */
+  readonly progress?: ProgressSink;
 }
 
 /** What a finished run (or one stopped by its time budget) reports. */
 export interface RunResult {
   /** Steps done. */
   readonly steps: number;
+  /** Steps the run's schedule has (as planned, for a budgeted run). */
+  readonly plannedSteps: number;
   /** Training tokens consumed. */
   readonly tokens: number;
   /** Final validation result over the whole validation split. */
@@ -70,6 +110,11 @@ export interface RunResult {
   readonly unigramPpl: number;
   /** Training tokens per second in this process. */
   readonly tokensPerSecond: number;
+  /**
+   * Seconds of training (steps, periodic evaluations, checkpoints) in this
+   * process, up to the last checkpoint; the final evaluation is not included.
+   */
+  readonly trainSeconds: number;
   /** Whether the time budget stopped the run before its last step (a checkpoint was saved). */
   readonly stoppedEarly: boolean;
 }
@@ -81,16 +126,27 @@ const hasCheckpoint = (dir: string): Effect.Effect<boolean> =>
   );
 
 /**
- * Runs (or resumes) a training run on `backend`. Fails with a
- * {@link TrainError} for a non-finite loss (the last checkpoint is kept), a
- * `DataError` / `ConfigError` naming the file for bad data or checkpoints.
+ * Runs (or resumes) a training run on the `ComputeBackend`. Messages go to
+ * the logger (info level), step lines to `options.progress`. Fails with a
+ * {@link TrainError} for a non-finite loss (the last checkpoint is kept) or a
+ * failing computation, a `DataError` / `ConfigError` naming the file for bad
+ * data or checkpoints.
  */
 export function runTraining(
-  backend: Backend,
   options: RunOptions,
-): Effect.Effect<RunResult, TrainError | DataError | ConfigError, Scope.Scope> {
-  const { log, out } = options;
+): Effect.Effect<
+  RunResult,
+  TrainError | DataError | ConfigError,
+  ComputeBackend | Scope.Scope
+> {
+  const { out } = options;
+  const progress = options.progress;
+  const say = (line: string) =>
+    Effect.sync(() => progress?.finish()).pipe(
+      Effect.andThen(Effect.logInfo(line)),
+    );
   return Effect.gen(function* () {
+    const backend = yield* ComputeBackend;
     const exists = yield* hasCheckpoint(out);
     if (exists && !options.resume) {
       return yield* new TrainError({
@@ -101,22 +157,31 @@ export function runTraining(
     const checkpoint = options.resume
       ? yield* loadCheckpoint(out, { expectedConfig: options.config })
       : undefined;
+    const resumed: RunState | undefined = checkpoint &&
+      (yield* decodeRunState(
+        checkpoint.state,
+        `${checkpoint.path}/${CHECKPOINT_FILES.state}`,
+      ));
     const config = checkpoint?.config ?? options.config;
     if (config === undefined) {
       return yield* new TrainError({ message: "no model config given" });
     }
-    const settings = checkpoint
-      ? checkpoint.state.schedule as TrainSettings
-      : options.settings;
-    if (settings === undefined) {
+    // A resume reads the run's own text unless told otherwise.
+    const data = options.data ?? resumed?.data;
+    const budget = resumed ? undefined : options.budget;
+    const given = resumed?.settings ?? options.settings ??
+      budget?.settingsFor(1);
+    if (given === undefined) {
       return yield* new TrainError({ message: "no training settings given" });
     }
 
+    // The services of this fiber (logger, log level) for callbacks.
+    const context = yield* Effect.context<never>();
     const { files, tokenizer } = yield* prepareDataset({
-      data: options.data,
+      data,
       vocabSize: config.vocab_size,
       cacheDir: options.cacheDir,
-      log,
+      log: (line) => Effect.runSyncWith(context)(say(line)),
     });
     if (
       checkpoint &&
@@ -137,47 +202,69 @@ export function runTraining(
       config.vocab_size,
     );
 
-    let model: OneBitLlm;
-    let optimizer: AdamW;
-    if (checkpoint) {
-      model = OneBitLlm.fromValues(
-        config,
-        resolveBitMap(config),
-        backend,
-        checkpoint.params,
-      );
-      optimizer = new AdamW(model, {
-        beta2: settings.beta2,
-        maxGradNorm: settings.maxGradNorm,
+    // A budgeted run: the first plan from a probe of the step time.
+    let settings = given;
+    let planner: BudgetPlanner | undefined;
+    let t0 = performance.now();
+    const seconds = () => (performance.now() - t0) / 1000;
+    if (budget !== undefined) {
+      const probe = yield* measureStepSeconds(config, given);
+      planner = new BudgetPlanner({
+        budgetSeconds: budget.seconds,
+        probeStepSeconds: probe,
+        // A forward pass is about a third of forward and backward.
+        evalSecondsEstimate: probe * given.evalWindows / given.batch /
+          given.accumulation / 3,
+        evalEvery: (n) => budget.settingsFor(n).evalEvery,
+        saveEvery: options.saveEvery,
+        // The clock restarts when training does, after the set-up below.
+        clock: seconds,
       });
-      for (const [name, { m, v }] of optimizer.moments) {
-        const saved = checkpoint.moments.get(name)!;
-        backend.write(m, saved.m);
-        backend.write(v, saved.v);
-      }
-    } else {
-      ({ model, optimizer } = initTraining(config, backend, settings));
+      settings = budget.settingsFor(planner.plan.steps);
+      yield* say(
+        `time budget ${budget.seconds}s at ~${
+          probe.toFixed(3)
+        }s a step (probe) → ${planner.plan.steps} steps, re-planned from the measured steps`,
+      );
     }
-    const state = checkpoint?.state;
-    const trainer = new Trainer(
-      model,
-      optimizer,
-      train.ids,
+
+    const { model, optimizer } = yield* acquireTraining(
+      config,
       settings,
-      state && {
-        step: state.step,
-        tokens: state.tokens_seen,
-        sampler: state.sampler as SamplerState,
-        elapsedSeconds: state.elapsed_seconds ?? 0,
-      },
+      checkpoint,
     );
-    const elapsedBefore = state?.elapsed_seconds ?? 0;
-    const metrics = yield* MetricsLog.open(out, {
-      resumeStep: state?.step,
+    const trainer = yield* Effect.try({
+      try: () =>
+        new Trainer(
+          model,
+          optimizer,
+          train.ids,
+          settings,
+          resumed && {
+            step: resumed.step,
+            tokens: resumed.tokens,
+            sampler: resumed.sampler,
+            elapsedSeconds: resumed.elapsedSeconds,
+          },
+        ),
+      catch: (e) => {
+        const file = checkpoint
+          ? `${checkpoint.path}/${CHECKPOINT_FILES.state}`
+          : files.train;
+        return new DataError({
+          file,
+          message: `${file}: sampler ${
+            e instanceof Error ? e.message : String(e)
+          } (resume with the same --data)`,
+        });
+      },
     });
+    const elapsedBefore = resumed?.elapsedSeconds ?? 0;
+    const tokensBefore = resumed?.tokens ?? 0;
+    const metrics = yield* MetricsLog.open(out, { resumeStep: resumed?.step });
     yield* writeFileAtomic(`${out}/config.json`, encodeConfigJson(config));
 
-    log(
+    yield* say(
       `model: ${
         [...model.params.values()].reduce((a, t) => a + t.size, 0)
           .toLocaleString("en-US")
@@ -187,15 +274,29 @@ export function runTraining(
           : ""
       }`,
     );
-    log(
+    yield* say(
       `data: ${train.ids.length.toLocaleString("en-US")} training tokens (${
         train.mapped ? "mmap" : "read"
       }), ${
         valid.ids.length.toLocaleString("en-US")
       } validation tokens; unigram perplexity ${unigramPpl.toFixed(1)}`,
     );
-    if (state) log(`resumed at step ${state.step} from ${checkpoint!.path}`);
+    if (resumed) {
+      yield* say(`resumed at step ${resumed.step} from ${checkpoint!.path}`);
+    }
 
+    const readParam = (name: string, t: Parameters<typeof backend.read>[0]) =>
+      Effect.tryPromise({
+        try: () => backend.read(t),
+        catch: (e) =>
+          new TrainError({
+            message: `cannot read ${name} back for the checkpoint: ${
+              e instanceof Error ? e.message : String(e)
+            }`,
+          }),
+      });
+    /** The budget plan in effect (carried over on resume). */
+    const plan = () => planner?.plan ?? resumed?.budget;
     const save = (elapsed: number) =>
       Effect.gen(function* () {
         const params = new Map<string, Float32Array>();
@@ -204,13 +305,13 @@ export function runTraining(
         for (const spec of model.specs) {
           params.set(
             spec.name,
-            yield* read(backend, model.params.get(spec.name)!),
+            yield* readParam(spec.name, model.params.get(spec.name)!),
           );
           shapes.set(spec.name, spec.shape);
           const mv = optimizer.moments.get(spec.name)!;
           moments.set(spec.name, {
-            m: yield* read(backend, mv.m),
-            v: yield* read(backend, mv.v),
+            m: yield* readParam(`${spec.name}.m`, mv.m),
+            v: yield* readParam(`${spec.name}.v`, mv.v),
           });
         }
         const st = trainer.state(elapsed);
@@ -219,10 +320,12 @@ export function runTraining(
           step: st.step,
           tokens_seen: st.tokens,
           sampler: st.sampler,
-          schedule: settings,
+          schedule: trainer.settings,
           // The sampler carries the only RNG of a run.
           rng: [...st.sampler.rng],
           elapsed_seconds: elapsed,
+          ...(data === undefined ? {} : { data }),
+          ...(plan() === undefined ? {} : { budget: plan() }),
         };
         yield* saveCheckpoint(out, {
           config,
@@ -234,80 +337,100 @@ export function runTraining(
         });
       });
 
-    const printer = new ProgressPrinter({
-      timeBudgetSeconds: options.timeBudgetSeconds,
-    });
-    const t0 = performance.now();
-    const seconds = () => (performance.now() - t0) / 1000;
+    t0 = performance.now();
+    // A planned run may finish its last steps a little past the budget.
+    const stopAfter = options.timeBudgetSeconds ??
+      (budget && budget.seconds * BUDGET_OVERRUN);
     let stoppedEarly = false;
     let lastSaved = trainer.step;
 
+    /** A new plan from the costs measured so far, in effect from the next step. */
+    const replan = (step: number, evaluated: boolean) =>
+      Effect.gen(function* () {
+        const steps = planner?.afterStep(
+          step,
+          evaluated,
+          trainer.settings.lr.warmupSteps,
+        );
+        if (planner === undefined || steps === undefined) return;
+        const next = budget!.settingsFor(steps);
+        // Steps taken used the first plan's warmup: it stays.
+        trainer.replan({
+          ...next,
+          lr: { ...next.lr, warmupSteps: trainer.settings.lr.warmupSteps },
+        });
+        const c = planner.costs;
+        yield* Effect.logDebug(
+          `re-planned after step ${step}: ${
+            c.stepSeconds.toFixed(3)
+          }s a step, evaluation ${c.evalSeconds.toFixed(2)}s, checkpoint ${
+            c.saveSeconds.toFixed(2)
+          }s → ${steps} steps`,
+        );
+      });
+
     // One step with its reporting, evaluation and checkpoint: never cut in the middle.
     const iteration = Effect.gen(function* () {
-      const report = yield* Effect.tryPromise({
-        try: () => trainer.runStep(),
-        catch: (e) =>
-          e instanceof TrainError ? e : new TrainError({ message: String(e) }),
-      });
+      const s0 = performance.now();
+      const report = yield* trainer.runStep();
+      planner?.recordStep((performance.now() - s0) / 1000);
       const elapsed = seconds();
+      const s = trainer.settings;
       const m = {
         step: report.step,
-        totalSteps: settings.steps,
+        totalSteps: s.steps,
         loss: report.loss,
         lr: report.lr,
         lambda: report.lambda,
-        tokensPerSecond: (trainer.tokens - (state?.tokens_seen ?? 0)) / elapsed,
+        tokensPerSecond: (trainer.tokens - tokensBefore) / elapsed,
         elapsedSeconds: elapsedBefore + elapsed,
         tokens: trainer.tokens,
         gradNorm: report.gradNorm,
       };
-      printer.step(m);
+      progress?.step(m);
       yield* metrics.train(m);
-      const evalNow = settings.evalEvery > 0 &&
-        report.step % settings.evalEvery === 0 && report.step < settings.steps;
+      const evalNow = s.evalEvery > 0 &&
+        report.step % s.evalEvery === 0 && report.step < s.steps;
       if (evalNow) {
-        const ev = yield* Effect.promise(() =>
-          trainer.evaluate(valid.ids, settings.evalWindows)
-        );
+        const e0 = performance.now();
+        const ev = yield* trainer.evaluate(valid.ids, s.evalWindows);
+        planner?.recordEval((performance.now() - e0) / 1000);
         const e = {
           step: report.step,
           valLoss: ev.loss,
           valPpl: ev.ppl,
           tokens: trainer.tokens,
         };
-        printer.printEval(e);
+        progress?.printEval(e);
         yield* metrics.eval(e);
       }
+      yield* replan(report.step, evalNow);
       if (
         evalNow ||
         (options.saveEvery > 0 && report.step % options.saveEvery === 0)
       ) {
+        const c0 = performance.now();
         yield* save(elapsedBefore + seconds());
+        planner?.recordSave((performance.now() - c0) / 1000);
         lastSaved = report.step;
       }
     });
 
     // Interruption (Ctrl-C under the CLI) lands between steps and saves a checkpoint.
     const onInterrupt = Effect.gen(function* () {
-      printer.finish();
       if (trainer.step !== lastSaved) yield* save(elapsedBefore + seconds());
-      log(
+      yield* say(
         `interrupted at step ${trainer.step}; checkpoint in ${out}: continue with --resume --out ${out}`,
       );
     }).pipe(
       Effect.catch((e) =>
-        Effect.sync(() =>
-          log(`interrupted; the checkpoint could not be saved: ${e.message}`)
-        )
+        say(`interrupted; the checkpoint could not be saved: ${e.message}`)
       ),
     );
 
     yield* Effect.gen(function* () {
-      while (trainer.step < settings.steps) {
-        if (
-          options.timeBudgetSeconds !== undefined &&
-          seconds() >= options.timeBudgetSeconds
-        ) {
+      while (trainer.step < trainer.settings.steps) {
+        if (stopAfter !== undefined && seconds() >= stopAfter) {
           stoppedEarly = true;
           break;
         }
@@ -316,28 +439,28 @@ export function runTraining(
         yield* Effect.sleep(0);
       }
     }).pipe(Effect.onInterrupt(() => onInterrupt));
-    printer.finish();
-    const elapsed = seconds();
+    progress?.finish();
     if (trainer.step !== lastSaved || stoppedEarly) {
-      yield* save(elapsedBefore + elapsed);
-      log(`checkpoint: ${out} (step ${trainer.step})`);
+      yield* save(elapsedBefore + seconds());
+      yield* say(`checkpoint: ${out} (step ${trainer.step})`);
     }
+    const savedAt = seconds();
     if (stoppedEarly) {
-      log(
-        `time budget reached at step ${trainer.step} of ${settings.steps}; continue with --resume --out ${out}`,
+      yield* say(
+        `time budget reached at step ${trainer.step} of ${trainer.settings.steps}; continue with --resume --out ${out}`,
       );
     }
-    log("evaluating on the whole validation split …");
-    const final = yield* Effect.promise(() => trainer.evaluate(valid.ids));
+    yield* say("evaluating on the whole validation split …");
+    const final = yield* trainer.evaluate(valid.ids);
     const finalEval = {
       step: trainer.step,
       valLoss: final.loss,
       valPpl: final.ppl,
       tokens: trainer.tokens,
     };
-    printer.printEval(finalEval);
+    progress?.printEval(finalEval);
     yield* metrics.eval(finalEval);
-    log(
+    yield* say(
       `validation perplexity ${final.ppl.toFixed(2)} vs unigram ${
         unigramPpl.toFixed(2)
       } (ratio ${(final.ppl / unigramPpl).toFixed(3)}) over ${
@@ -351,18 +474,13 @@ export function runTraining(
     );
     return {
       steps: trainer.step,
+      plannedSteps: trainer.settings.steps,
       tokens: trainer.tokens,
       valid: final,
       unigramPpl,
-      tokensPerSecond: (trainer.tokens - (state?.tokens_seen ?? 0)) / elapsed,
+      tokensPerSecond: (trainer.tokens - tokensBefore) / savedAt,
+      trainSeconds: savedAt,
       stoppedEarly,
     };
   });
-}
-
-function read(
-  backend: Backend,
-  t: Parameters<Backend["read"]>[0],
-): Effect.Effect<Float32Array> {
-  return Effect.promise(() => backend.read(t));
 }

@@ -8,23 +8,25 @@
  *
  * @module
  */
-import { type Cause, Data } from "effect";
-import type { Backend } from "../backend/backend.ts";
+import { type Cause, Data, Effect, type Scope } from "effect";
+import type { Backend, Tensor } from "../backend/backend.ts";
+import { ComputeBackend } from "../backend/service.ts";
 import { Tape } from "../backend/tape.ts";
 import { OneBitLlm } from "../core/model.ts";
-import {
-  lambdaAt,
-  type LambdaSchedule,
-  quantPhases,
-} from "../core/schedule.ts";
+import { lambdaAt } from "../core/schedule.ts";
 import { type OneBitLlmConfig, resolveBitMap } from "../common/config.ts";
 import {
   BatchSampler,
   type SamplerState,
   type TokenArray,
 } from "../common/batches.ts";
-import { lrAt, type LrSchedule } from "./lr_schedule.ts";
+import { lrAt } from "./lr_schedule.ts";
+import type { AdamMoments } from "./checkpoint.ts";
 import { AdamW } from "./optimizer.ts";
+import type { TrainSettings } from "./settings.ts";
+
+// Where these lived before `settings.ts`; other modules import them from here.
+export { defaultSettings, type TrainSettings } from "./settings.ts";
 
 /** The fields of a {@link TrainError}. */
 export interface TrainErrorFields {
@@ -42,66 +44,6 @@ export const TrainErrorBase: new (
 
 /** A run that cannot go on: a non-finite loss, or an unusable setting. */
 export class TrainError extends TrainErrorBase {}
-
-/** Everything that decides a run's numbers (saved in `state.json`). */
-export interface TrainSettings {
-  /** Optimizer steps of the run. */
-  readonly steps: number;
-  /** Sequences per micro-batch. */
-  readonly batch: number;
-  /** Micro-batches per optimizer step (gradient accumulation). */
-  readonly accumulation: number;
-  /** Tokens per sequence. */
-  readonly seqLen: number;
-  /** The learning-rate schedule. */
-  readonly lr: LrSchedule;
-  /** Weight decay of linear matrices (the schedule may override it per step). */
-  readonly weightDecay: number;
-  /** Global gradient-norm limit. */
-  readonly maxGradNorm: number;
-  /** AdamW β2 (β1 is 0.9). */
-  readonly beta2: number;
-  /** λ of the quantizers per step. */
-  readonly lambda: LambdaSchedule;
-  /** Label smoothing of the training loss (never of the reported perplexity). */
-  readonly labelSmoothing: number;
-  /** Evaluate every this many steps (0: only at the end). */
-  readonly evalEvery: number;
-  /** Validation windows of a periodic evaluation (the final one uses all). */
-  readonly evalWindows: number;
-  /** Seed of initialization and batch order. */
-  readonly seed: number;
-}
-
-/** The default settings for `config` and a number of steps. */
-export function defaultSettings(
-  config: OneBitLlmConfig,
-  steps: number,
-  overrides: Partial<TrainSettings> = {},
-): TrainSettings {
-  const warmup = Math.min(100, Math.max(1, Math.floor(steps / 10)));
-  return {
-    steps,
-    batch: 16,
-    accumulation: 1,
-    seqLen: config.max_seq_len,
-    lr: {
-      kind: "cosine",
-      peakLr: 1.5e-3,
-      warmupSteps: warmup,
-      totalSteps: steps,
-    },
-    weightDecay: 0.1,
-    maxGradNorm: 1,
-    beta2: 0.95,
-    lambda: quantPhases({ fpSteps: 0, softSteps: 0 }),
-    labelSmoothing: 0,
-    evalEvery: Math.max(1, Math.floor(steps / 5)),
-    evalWindows: 64,
-    seed: 0,
-    ...overrides,
-  };
-}
 
 /** Where a run stands; with the model and optimizer tensors, enough to resume exactly. */
 export interface TrainState {
@@ -141,23 +83,51 @@ export interface EvalResult {
   readonly tokens: number;
 }
 
+const describe = (cause: unknown): string =>
+  cause instanceof Error ? cause.message : String(cause);
+
+/** A failure of `what` as a {@link TrainError} (a TrainError passes through). */
+const trainFailure = (what: string) => (cause: unknown): TrainError =>
+  cause instanceof TrainError
+    ? cause
+    : new TrainError({ message: `${what}: ${describe(cause)}` });
+
+/** Reads a tensor back from the backend; a failed read is a {@link TrainError}. */
+const readBack = (
+  backend: Backend,
+  t: Tensor,
+  what: string,
+): Effect.Effect<Float32Array, TrainError> =>
+  Effect.tryPromise({ try: () => backend.read(t), catch: trainFailure(what) });
+
+const divergence = (
+  step: number,
+  what: string,
+  detail?: string,
+): TrainError =>
+  new TrainError({
+    message: `${what} at step ${step}${
+      detail === undefined ? "" : ` (${detail})`
+    }; stopping (lower --lr, or raise the warmup). The last checkpoint is kept.`,
+  });
+
 /** A model, its optimizer and its batch stream, advanced one step at a time. */
 export class Trainer {
   /** The model being trained. */
   readonly model: OneBitLlm;
   /** Its optimizer. */
   readonly optimizer: AdamW;
-  /** The run's settings. */
-  readonly settings: TrainSettings;
   readonly #sampler: BatchSampler;
   readonly #backend: Backend;
+  #settings: TrainSettings;
   #step: number;
   #tokens: number;
 
   /**
    * A trainer over `train` tokens for `model` and `optimizer` as they are
    * (fresh, or loaded from a checkpoint). `resume` continues the batch order,
-   * step and token counts of a saved {@link TrainState}.
+   * step and token counts of a saved {@link TrainState}; throws when that
+   * sampler state does not fit `train` and the settings.
    */
   constructor(
     model: OneBitLlm,
@@ -168,7 +138,7 @@ export class Trainer {
   ) {
     this.model = model;
     this.optimizer = optimizer;
-    this.settings = settings;
+    this.#settings = settings;
     this.#backend = model.backend;
     const shape = { batchSize: settings.batch, seqLen: settings.seqLen };
     this.#sampler = resume
@@ -176,6 +146,25 @@ export class Trainer {
       : new BatchSampler(train, { ...shape, seed: settings.seed });
     this.#step = resume?.step ?? 0;
     this.#tokens = resume?.tokens ?? 0;
+  }
+
+  /** The run's settings. */
+  get settings(): TrainSettings {
+    return this.#settings;
+  }
+
+  /**
+   * Continues with `next`, a re-planned schedule of the same run (a time
+   * budget's new step count): the batch shape must stay.
+   */
+  replan(next: TrainSettings): void {
+    const s = this.#settings;
+    if (next.batch !== s.batch || next.seqLen !== s.seqLen) {
+      throw new RangeError(
+        `replan: batch ${next.batch}×${next.seqLen} differs from ${s.batch}×${s.seqLen}`,
+      );
+    }
+    this.#settings = next;
   }
 
   /** Optimizer steps done. */
@@ -203,99 +192,128 @@ export class Trainer {
    * backward on its own tape (so memory holds one micro-batch's activations),
    * gradients summed with weight 1/accumulation; then AdamW. Fails with a
    * {@link TrainError} when the loss is not finite, before the update touches
-   * the weights.
+   * the weights (and for any other failure of the step).
    */
-  async runStep(): Promise<StepReport> {
-    const s = this.settings;
+  runStep(): Effect.Effect<StepReport, TrainError> {
+    // Suspended: the step index and schedule are read when the step runs.
+    return Effect.suspend(() => this.#nextStep());
+  }
+
+  #nextStep(): Effect.Effect<StepReport, TrainError> {
+    const s = this.#settings;
     const b = this.#backend;
+    const model = this.model;
     const stepIndex = this.#step; // 0-based index of the step being taken
+    const step = stepIndex + 1;
+    const what = `step ${step}`;
     const lambda = lambdaAt(s.lambda, stepIndex);
     const hyper = lrAt(s.lr, stepIndex);
-    this.model.zeroGrads();
     const n = s.batch * s.seqLen;
-    const ids = b.zeros(n, "i32");
-    const targets = b.zeros(n, "i32");
-    // Mean loss over the micro-batches, summed on the device: one read-back a step.
-    const lossSum = b.zeros(2);
-    let meanLoss: number;
-    try {
-      for (let micro = 0; micro < s.accumulation; micro++) {
-        const batch = this.#sampler.nextBatch();
-        b.write(ids, batch.inputs);
-        b.write(targets, batch.targets);
-        const tape = new Tape(b);
-        try {
-          const loss = this.model.loss(tape, ids, targets, {
-            batch: s.batch,
-            seqLen: s.seqLen,
-            lambda,
-            labelSmoothing: s.labelSmoothing,
-          });
-          tape.backward(loss, 1 / s.accumulation);
-          b.addScaled(lossSum, loss.value, 1 / s.accumulation);
-        } catch (e) {
-          // The quantizers refuse NaN/Inf input: the same divergence as a NaN loss.
-          if (e instanceof RangeError && /non-finite/.test(e.message)) {
-            throw new TrainError({
-              message: `non-finite values at step ${
-                stepIndex + 1
-              } (${e.message}); stopping (lower --lr, or raise the warmup). The last checkpoint is kept.`,
-            });
+    const microBatches = (ids: Tensor, targets: Tensor, lossSum: Tensor) =>
+      Effect.try({
+        try: () => {
+          model.zeroGrads();
+          for (let micro = 0; micro < s.accumulation; micro++) {
+            const batch = this.#sampler.nextBatch();
+            b.write(ids, batch.inputs);
+            b.write(targets, batch.targets);
+            const tape = new Tape(b);
+            try {
+              const loss = model.loss(tape, ids, targets, {
+                batch: s.batch,
+                seqLen: s.seqLen,
+                lambda,
+                labelSmoothing: s.labelSmoothing,
+              });
+              tape.backward(loss, 1 / s.accumulation);
+              b.addScaled(lossSum, loss.value, 1 / s.accumulation);
+            } finally {
+              tape.reset();
+            }
           }
-          throw e;
-        } finally {
-          tape.reset();
-        }
-      }
-      meanLoss = (await b.read(lossSum))[0];
-    } finally {
-      b.release(ids);
-      b.release(targets);
-      b.release(lossSum);
-    }
-    if (!Number.isFinite(meanLoss)) {
-      throw new TrainError({
-        message: `loss is ${meanLoss} at step ${
-          stepIndex + 1
-        }; stopping (lower --lr, or raise the warmup). The last checkpoint is kept.`,
+        },
+        catch: (e) =>
+          // The quantizers refuse NaN/Inf input: the same divergence as a NaN loss.
+          e instanceof RangeError && /non-finite/.test(e.message)
+            ? divergence(step, "non-finite values", e.message)
+            : trainFailure(what)(e),
       });
-    }
-    this.optimizer.step(
-      {
-        lr: hyper.lr,
-        weightDecay: hyper.weightDecay ?? s.weightDecay,
-        step: stepIndex + 1,
-      },
-      Math.min(
-        this.model.config.latent_clip_max_training,
-        this.model.config.latent_clamp_max,
-      ),
+    // Mean loss over the micro-batches, summed on the device: one read-back a step.
+    const meanLoss = Effect.acquireUseRelease(
+      Effect.try({
+        try: () => ({
+          ids: b.zeros(n, "i32"),
+          targets: b.zeros(n, "i32"),
+          lossSum: b.zeros(2),
+        }),
+        catch: trainFailure(what),
+      }),
+      ({ ids, targets, lossSum }) =>
+        microBatches(ids, targets, lossSum).pipe(
+          Effect.andThen(readBack(b, lossSum, what)),
+          Effect.map((sum) => sum[0]),
+        ),
+      ({ ids, targets, lossSum }) =>
+        Effect.sync(() => {
+          b.release(ids);
+          b.release(targets);
+          b.release(lossSum);
+        }),
     );
-    const gradNorm = await this.optimizer.gradNorm();
-    this.#step++;
-    this.#tokens += n * s.accumulation;
-    return {
-      step: this.#step,
-      loss: meanLoss,
-      lr: hyper.lr,
-      lambda,
-      gradNorm,
-      tokens: n * s.accumulation,
-    };
+    return Effect.gen({ self: this }, function* () {
+      const loss = yield* meanLoss;
+      if (!Number.isFinite(loss)) {
+        return yield* divergence(step, `loss is ${loss}`);
+      }
+      yield* Effect.try({
+        try: () =>
+          this.optimizer.step(
+            {
+              lr: hyper.lr,
+              weightDecay: hyper.weightDecay ?? s.weightDecay,
+              step,
+            },
+            Math.min(
+              model.config.latent_clip_max_training,
+              model.config.latent_clamp_max,
+            ),
+          ),
+        catch: trainFailure(what),
+      });
+      const gradNorm = yield* Effect.tryPromise({
+        try: () => this.optimizer.gradNorm(),
+        catch: trainFailure(what),
+      });
+      this.#step++;
+      this.#tokens += n * s.accumulation;
+      return {
+        step,
+        loss,
+        lr: hyper.lr,
+        lambda,
+        gradNorm,
+        tokens: n * s.accumulation,
+      };
+    });
   }
 
   /**
    * Mean validation NLL (no label smoothing) over `maxWindows` windows of
    * `tokens` spread evenly over the split (all windows when absent), at the
-   * model's current λ.
+   * λ of the last step taken.
    */
-  async evaluate(tokens: TokenArray, maxWindows?: number): Promise<EvalResult> {
-    return await evaluateModel(this.model, tokens, {
-      batch: this.settings.batch,
-      seqLen: this.settings.seqLen,
-      lambda: lambdaAt(this.settings.lambda, Math.max(0, this.#step - 1)),
-      maxWindows,
-    });
+  evaluate(
+    tokens: TokenArray,
+    maxWindows?: number,
+  ): Effect.Effect<EvalResult, TrainError> {
+    return Effect.suspend(() =>
+      evaluateModel(this.model, tokens, {
+        batch: this.#settings.batch,
+        seqLen: this.#settings.seqLen,
+        lambda: lambdaAt(this.#settings.lambda, Math.max(0, this.#step - 1)),
+        maxWindows,
+      })
+    );
   }
 }
 
@@ -313,63 +331,82 @@ export interface EvaluateOptions {
 
 /**
  * True perplexity of `model` on `tokens`: `exp(mean NLL)` over non-overlapping
- * windows, every target counted once, without label smoothing.
+ * windows, every target counted once, without label smoothing. Fails with a
+ * {@link TrainError} when the tokens hold less than one window, or the
+ * forward pass or a read-back fails.
  */
-export async function evaluateModel(
+export function evaluateModel(
   model: OneBitLlm,
   tokens: TokenArray,
   o: EvaluateOptions,
-): Promise<EvalResult> {
-  const b = model.backend;
-  const windows = Math.floor((tokens.length - 1) / o.seqLen);
-  const take = Math.min(windows, o.maxWindows ?? windows);
-  if (take < 1) {
-    throw new TrainError({
-      message:
-        `validation split has ${tokens.length} tokens, fewer than one window of ${
-          o.seqLen + 1
-        }`,
-    });
-  }
-  // Evenly spaced windows, so a partial evaluation sees the whole split.
-  const picked = new Int32Array(take);
-  for (let i = 0; i < take; i++) picked[i] = Math.floor(i * windows / take);
-  let nll = 0;
-  let count = 0;
-  for (let first = 0; first < take; first += o.batch) {
-    const rows = Math.min(o.batch, take - first);
-    const ids = new Int32Array(rows * o.seqLen);
-    const targets = new Int32Array(rows * o.seqLen);
-    for (let r = 0; r < rows; r++) {
-      const start = picked[first + r] * o.seqLen;
-      for (let t = 0; t < o.seqLen; t++) {
-        ids[r * o.seqLen + t] = tokens[start + t];
-        targets[r * o.seqLen + t] = tokens[start + t + 1];
-      }
-    }
-    const idsT = b.upload(ids);
-    const targetsT = b.upload(targets);
-    const tape = new Tape(b);
-    try {
-      const loss = model.loss(tape, idsT, targetsT, {
-        batch: rows,
-        seqLen: o.seqLen,
-        lambda: o.lambda,
+): Effect.Effect<EvalResult, TrainError> {
+  return Effect.gen(function* () {
+    const b = model.backend;
+    const windows = Math.floor((tokens.length - 1) / o.seqLen);
+    const take = Math.min(windows, o.maxWindows ?? windows);
+    if (take < 1) {
+      return yield* new TrainError({
+        message:
+          `validation split has ${tokens.length} tokens, fewer than one window of ${
+            o.seqLen + 1
+          }`,
       });
-      const [, batchNll] = await b.read(loss.value);
+    }
+    const fail = trainFailure("evaluation");
+    // Evenly spaced windows, so a partial evaluation sees the whole split.
+    const picked = new Int32Array(take);
+    for (let i = 0; i < take; i++) picked[i] = Math.floor(i * windows / take);
+    let nll = 0;
+    let count = 0;
+    for (let first = 0; first < take; first += o.batch) {
+      const rows = Math.min(o.batch, take - first);
+      const ids = new Int32Array(rows * o.seqLen);
+      const targets = new Int32Array(rows * o.seqLen);
+      for (let r = 0; r < rows; r++) {
+        const start = picked[first + r] * o.seqLen;
+        for (let t = 0; t < o.seqLen; t++) {
+          ids[r * o.seqLen + t] = tokens[start + t];
+          targets[r * o.seqLen + t] = tokens[start + t + 1];
+        }
+      }
+      const batchNll = yield* Effect.acquireUseRelease(
+        Effect.try({
+          try: () => ({
+            ids: b.upload(ids),
+            targets: b.upload(targets),
+            tape: new Tape(b),
+          }),
+          catch: fail,
+        }),
+        (r) =>
+          Effect.try({
+            try: () =>
+              model.loss(r.tape, r.ids, r.targets, {
+                batch: rows,
+                seqLen: o.seqLen,
+                lambda: o.lambda,
+              }),
+            catch: fail,
+          }).pipe(
+            Effect.flatMap((loss) => readBack(b, loss.value, "evaluation")),
+            Effect.map((l) => l[1]),
+          ),
+        (r) =>
+          Effect.sync(() => {
+            r.tape.reset();
+            b.release(r.ids);
+            b.release(r.targets);
+          }),
+      );
       nll += batchNll * rows * o.seqLen;
       count += rows * o.seqLen;
-    } finally {
-      tape.reset();
-      b.release(idsT);
-      b.release(targetsT);
     }
-  }
-  const loss = nll / count;
-  return { loss, ppl: Math.exp(loss), tokens: count };
+    const loss = nll / count;
+    return { loss, ppl: Math.exp(loss), tokens: count };
+  });
 }
 
-/** A fresh model and optimizer for `config` on `backend`. */
+/** A fresh model and optimizer for `config` on `backend` (release both when done). */
 export function initTraining(
   config: OneBitLlmConfig,
   backend: Backend,
@@ -388,58 +425,122 @@ export function initTraining(
   return { model, optimizer };
 }
 
+/** Saved weights and moments to start a model and optimizer from. */
+export interface TrainingValues {
+  /** Latent weights by tensor name (every tensor of the config). */
+  readonly params: ReadonlyMap<string, Float32Array>;
+  /** AdamW moments by tensor name. */
+  readonly moments: ReadonlyMap<string, AdamMoments>;
+}
+
 /**
- * Seconds one optimizer step of `settings` takes on `backend`: the median of
- * a few forward+backward passes (after an untimed warm-up pass) of a throwaway model on random tokens (no
- * update). Used to turn a time budget into a fixed step count, so the
- * schedule — and a resume — does not depend on the clock.
+ * A model and optimizer on the `ComputeBackend` — fresh, or holding `values`
+ * (a checkpoint's) — released when the scope closes.
  */
-export async function measureStepSeconds(
+export function acquireTraining(
   config: OneBitLlmConfig,
-  backend: Backend,
+  settings: TrainSettings,
+  values?: TrainingValues,
+): Effect.Effect<
+  { model: OneBitLlm; optimizer: AdamW },
+  TrainError,
+  ComputeBackend | Scope.Scope
+> {
+  return Effect.gen(function* () {
+    const backend = yield* ComputeBackend;
+    return yield* Effect.acquireRelease(
+      Effect.try({
+        try: () => {
+          if (values === undefined) {
+            return initTraining(config, backend, settings);
+          }
+          const model = OneBitLlm.fromValues(
+            config,
+            resolveBitMap(config),
+            backend,
+            values.params,
+          );
+          const optimizer = new AdamW(model, {
+            beta2: settings.beta2,
+            maxGradNorm: settings.maxGradNorm,
+          });
+          for (const [name, { m, v }] of optimizer.moments) {
+            const saved = values.moments.get(name)!;
+            backend.write(m, saved.m);
+            backend.write(v, saved.v);
+          }
+          return { model, optimizer };
+        },
+        catch: trainFailure(
+          `cannot set up the model on ${backend.description}`,
+        ),
+      }),
+      ({ model, optimizer }) =>
+        Effect.sync(() => {
+          optimizer.release();
+          model.release();
+        }),
+    );
+  });
+}
+
+/**
+ * Seconds one optimizer step of `settings` takes on the `ComputeBackend`: the
+ * median of `repeats` forward+backward passes (after an untimed warm-up pass)
+ * of a throwaway model on fixed tokens (no update). A time budget's first
+ * plan starts from it.
+ */
+export function measureStepSeconds(
+  config: OneBitLlmConfig,
   settings: TrainSettings,
   repeats = 3,
-): Promise<number> {
-  const { model, optimizer } = initTraining(config, backend, settings);
-  const n = settings.batch * settings.seqLen;
-  const ids = backend.upload(
-    Int32Array.from({ length: n }, (_, i) => (i * 7919) % config.vocab_size),
-  );
-  const times: number[] = [];
-  try {
+): Effect.Effect<number, TrainError, ComputeBackend> {
+  return Effect.scoped(Effect.gen(function* () {
+    const backend = yield* ComputeBackend;
+    const { model } = yield* acquireTraining(config, settings);
+    const n = settings.batch * settings.seqLen;
+    const ids = yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        backend.upload(
+          Int32Array.from(
+            { length: n },
+            (_, i) => (i * 7919) % config.vocab_size,
+          ),
+        )
+      ),
+      (t) => Effect.sync(() => backend.release(t)),
+    );
+    const times: number[] = [];
     // The first pass pays for compilation and first-touch memory: not timed.
     for (let r = -1; r < repeats; r++) {
       const t0 = performance.now();
       for (let micro = 0; micro < settings.accumulation; micro++) {
         const tape = new Tape(backend);
-        const loss = model.loss(tape, ids, ids, {
-          batch: settings.batch,
-          seqLen: settings.seqLen,
-          lambda: 1,
-        });
-        tape.backward(loss, 1);
-        await backend.read(loss.value);
-        tape.reset();
+        yield* Effect.acquireUseRelease(
+          Effect.succeed(tape),
+          () =>
+            Effect.try({
+              try: () => {
+                const loss = model.loss(tape, ids, ids, {
+                  batch: settings.batch,
+                  seqLen: settings.seqLen,
+                  lambda: 1,
+                });
+                tape.backward(loss, 1);
+                return loss.value;
+              },
+              catch: trainFailure("measuring the step time"),
+            }).pipe(
+              Effect.flatMap((v) =>
+                readBack(backend, v, "measuring the step time")
+              ),
+            ),
+          () => Effect.sync(() => tape.reset()),
+        );
       }
       if (r >= 0) times.push((performance.now() - t0) / 1000);
     }
-  } finally {
-    backend.release(ids);
-    optimizer.release();
-    model.release();
-  }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)];
-}
-
-/**
- * Steps that fit a time budget at `stepSeconds` a step: 90% of the budget at
- * a 15% slower pace than measured, leaving room for evaluations, checkpoints
- * and the final pass (at least 1).
- */
-export function stepsForBudget(
-  budgetSeconds: number,
-  stepSeconds: number,
-): number {
-  return Math.max(1, Math.floor(0.9 * budgetSeconds / (stepSeconds * 1.15)));
+    times.sort((a, b) => a - b);
+    return times[Math.floor(times.length / 2)];
+  }));
 }

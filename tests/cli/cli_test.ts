@@ -6,7 +6,8 @@ async function cli(
   ...args: string[]
 ): Promise<{ code: number; out: string; err: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
+    // -q: no "Download …" lines from a first run on a fresh machine.
+    args: ["run", "-q", "-A", MAIN, ...args],
     env: { NO_COLOR: "1" },
     stdout: "piped",
     stderr: "piped",
@@ -120,10 +121,11 @@ Deno.test("cli: unknown preset and unbuilt tasks fail with one line", async () =
   );
   const t = await cli("search");
   assert.equal(t.code, 1);
-  assert.match(t.err.trim(), /^error: 'search' is not implemented yet/);
+  assert.match(t.err.trim(), /^error: give a perplexity limit: --max-ppl/);
 });
 
-Deno.test("cli train: Ctrl-C saves a checkpoint between steps and exits", async () => {
+/** A small model and text in a temporary directory, for training runs. */
+async function smallRunFiles(): Promise<string> {
   const dir = await Deno.makeTempDir();
   const words = [
     "the cat",
@@ -142,16 +144,17 @@ Deno.test("cli train: Ctrl-C saves a checkpoint between steps and exits", async 
   await Deno.writeTextFile(`${dir}/text.txt`, text);
   await Deno.writeTextFile(
     `${dir}/config.json`,
-    JSON.stringify({
-      ...base,
-      vocab_size: 280,
-      hidden_size: 32,
-      max_seq_len: 16,
-    }),
+    JSON.stringify({ ...base, vocab_size: 280 }),
   );
+  return dir;
+}
+
+Deno.test("cli train: Ctrl-C saves a checkpoint between steps and exits", async () => {
+  const dir = await smallRunFiles();
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
+      "-q",
       "-A",
       MAIN,
       "train",
@@ -194,5 +197,104 @@ Deno.test("cli train: Ctrl-C saves a checkpoint between steps and exits", async 
   assert.ok(m, err);
   const latest = (await Deno.readTextFile(`${dir}/run/latest`)).trim();
   assert.ok(latest.startsWith(`ckpt-${m![1].padStart(8, "0")}-`), latest);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("cli train: a diverging run ends with exactly one error line", async () => {
+  const dir = await smallRunFiles();
+  const r = await cli(
+    "train",
+    "--config",
+    `${dir}/config.json`,
+    "--data",
+    `${dir}/text.txt`,
+    "--steps",
+    "30",
+    "--batch",
+    "4",
+    "--lr",
+    "1e30",
+    "--backend",
+    "cpu",
+    "--out",
+    `${dir}/run`,
+  );
+  assert.equal(r.code, 1, r.err);
+  const errors = r.err.split("\n").filter((l) => l.startsWith("error:"));
+  assert.equal(errors.length, 1, r.err);
+  assert.match(
+    errors[0],
+    /^error: (loss is NaN|non-finite values) at step \d+.*The last checkpoint is kept\.$/,
+  );
+  assert.ok(!/\bat .*\.ts:\d+/.test(r.err), `stack trace in: ${r.err}`);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("cli eval: the run's perplexity, and under another bit map", async () => {
+  const dir = await smallRunFiles();
+  const train = await cli(
+    "train",
+    "--config",
+    `${dir}/config.json`,
+    "--data",
+    `${dir}/text.txt`,
+    "--steps",
+    "3",
+    "--batch",
+    "4",
+    "--backend",
+    "cpu",
+    "--out",
+    `${dir}/run`,
+  );
+  assert.equal(train.code, 0, train.err);
+  const evaluate = (...extra: string[]) =>
+    cli(
+      "eval",
+      "--model",
+      `${dir}/run`,
+      "--text",
+      `${dir}/text.txt`,
+      "--json",
+      "--backend",
+      "cpu",
+      ...extra,
+    );
+  const own = await evaluate();
+  assert.equal(own.code, 0, own.err);
+  const a = JSON.parse(own.out);
+  assert.ok(a.tokens > 0 && Number.isFinite(a.loss), own.out);
+  assert.ok(Math.abs(a.ppl - Math.exp(a.loss)) < 1e-9 * a.ppl);
+  await Deno.writeTextFile(
+    `${dir}/f16.json`,
+    JSON.stringify({ embedding: "f16", layer_modes: ["f16", "f16"] }),
+  );
+  const f16 = await evaluate("--bit-map", `${dir}/f16.json`);
+  assert.equal(f16.code, 0, f16.err);
+  const b = JSON.parse(f16.out);
+  assert.equal(b.tokens, a.tokens);
+  assert.notEqual(b.loss, a.loss);
+  await Deno.writeTextFile(
+    `${dir}/short.json`,
+    JSON.stringify({ embedding: "f16", layer_modes: ["f16"] }),
+  );
+  assertUserError(
+    await evaluate("--bit-map", `${dir}/short.json`),
+    `${dir}/short.json`,
+    "layer_modes",
+  );
+  assertUserError(
+    await cli(
+      "eval",
+      "--model",
+      dir,
+      "--text",
+      `${dir}/text.txt`,
+      "--backend",
+      "cpu",
+    ),
+    dir,
+    "not a run directory",
+  );
   await Deno.remove(dir, { recursive: true });
 });

@@ -279,16 +279,16 @@ Deno.test("inconsistent save input fails and writes nothing", async () => {
       ],
       [
         { ...good, state: { ...good.state, sampler: undefined } },
-        "state: at sampler: Missing key",
+        "state: at sampler: missing required field",
       ],
       [
         { ...good, state: { ...good.state, step: -2 } },
-        "state: at step: Expected a value greater than or equal to 0",
+        "state: at step: Expected a value greater than or equal to 0, got -2",
       ],
       [
         { ...good, state: { ...good.state, elapsed_seconds: Infinity } },
         // JSON writes Infinity as null.
-        "state: at elapsed_seconds: Expected number",
+        "state: at elapsed_seconds: Expected number, got null",
       ],
     ];
     for (const [data, message] of cases) {
@@ -453,7 +453,7 @@ Deno.test("damaged checkpoint files fail with messages naming the file", async (
           JSON.stringify({ ...makeData(1).state, step: 1.5, lr: 3 }),
         ),
       (p) =>
-        `${p}/state.json: at lr: Expected no excess property\n${p}/state.json: at step: Expected an integer`,
+        `${p}/state.json: at lr: unknown field\n${p}/state.json: at step: Expected an integer, got 1.5`,
     ],
     [
       "state.json not JSON",

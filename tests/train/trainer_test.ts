@@ -1,83 +1,40 @@
 // The training run end to end on a small model and a small generated text:
 // loss goes down, an interrupted-and-resumed run reproduces the uninterrupted
-// one bit for bit, a non-finite loss stops before the update, and bad input
-// fails with an error naming the file.
+// one bit for bit, a non-finite loss stops before the update (a typed
+// TrainError), every tensor is released, a time budget is planned and its plan
+// resumed, and bad input fails with an error naming the file.
 import { strict as assert } from "node:assert";
-import { Effect, Exit } from "effect";
-import { CpuBackend } from "../../src/backend/cpu/cpu_backend.ts";
-import { PRESETS } from "../../src/common/presets.ts";
-import type { OneBitLlmConfig } from "../../src/common/config.ts";
-import { runTraining } from "../../src/train/run.ts";
-import {
-  defaultSettings,
-  initTraining,
-  stepsForBudget,
-  Trainer,
-  TrainError,
-} from "../../src/train/trainer.ts";
+import { Cause, Effect, Exit, Option } from "effect";
+import { defaultSettings } from "../../src/train/settings.ts";
+import { initTraining, Trainer, TrainError } from "../../src/train/trainer.ts";
 import { parseMetrics } from "../../src/train/report.ts";
-
-const backend = await CpuBackend.create();
-
-const config: OneBitLlmConfig = {
-  ...PRESETS.tiny,
-  vocab_size: 300,
-  hidden_size: 32,
-  num_heads: 2,
-  num_kv_heads: 2,
-  num_layers: 1,
-  intermediate_size: 48,
-  max_seq_len: 16,
-};
-
-/**
- * A text from a small grammar: predictable enough that a few dozen steps beat
- * the unigram baseline, varied enough for a 300-token BPE.
- */
-function syntheticText(): string {
-  let s = 12345;
-  const rnd = () => (s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32;
-  const pick = <T>(xs: readonly T[]) => xs[Math.floor(rnd() * xs.length)];
-  const subjects = [
-    "the cat",
-    "a dog",
-    "my friend",
-    "the old man",
-    "our teacher",
-  ];
-  const verbs = ["sat on", "looked at", "walked to", "painted", "found"];
-  const objects = [
-    "the mat",
-    "a red house",
-    "the river",
-    "an apple tree",
-    "the door",
-  ];
-  const paras: string[] = [];
-  for (let p = 0; p < 80; p++) {
-    const n = 4 + Math.floor(rnd() * 4);
-    paras.push(
-      Array.from(
-        { length: n },
-        () => `${pick(subjects)} ${pick(verbs)} ${pick(objects)}.`,
-      )
-        .join(" "),
-    );
-  }
-  return paras.join("\n\n");
-}
+import { runTraining } from "../../src/train/run.ts";
+import { decodeRunState } from "../../src/train/run_state.ts";
+import { loadTrainedRun } from "../../src/train/trained_model.ts";
+import {
+  backend,
+  backendLayer,
+  config,
+  syntheticText,
+  train,
+} from "./fixtures.ts";
 
 const work = await Deno.makeTempDir();
 const dataPath = `${work}/text.txt`;
 await Deno.writeTextFile(dataPath, syntheticText());
-const quiet = () => {};
 
 function run(
   out: string,
   steps: number,
-  extra: { resume?: boolean; time?: number; batch?: number; lr?: number } = {},
+  extra: {
+    resume?: boolean;
+    time?: number;
+    batch?: number;
+    lr?: number;
+    cache?: string;
+  } = {},
 ) {
-  return Effect.runPromise(Effect.scoped(runTraining(backend, {
+  return train({
     config,
     settings: defaultSettings(config, steps, {
       batch: extra.batch ?? 4,
@@ -93,11 +50,11 @@ function run(
     out,
     resume: extra.resume ?? false,
     data: dataPath,
-    cacheDir: `${work}/cache`,
+    // The last test of "bad input" damages the default cache.
+    cacheDir: `${work}/${extra.cache ?? "cache"}`,
     timeBudgetSeconds: extra.time,
     saveEvery: 0,
-    log: quiet,
-  })));
+  });
 }
 
 async function trainLosses(out: string): Promise<Map<number, number>> {
@@ -141,11 +98,9 @@ Deno.test("a non-finite loss stops the step before the update", async () => {
   const emb = model.params.get("token_embd.weight")!;
   const before = await backend.read(model.params.get("blk.0.attn_q.weight")!);
   backend.fill(emb, NaN);
-  await assert.rejects(() => trainer.runStep(), (e: unknown) => {
-    assert.ok(e instanceof TrainError);
-    assert.match(e.message, /(loss is NaN|non-finite values) at step 1/);
-    return true;
-  });
+  const e = await Effect.runPromise(Effect.flip(trainer.runStep()));
+  assert.ok(e instanceof TrainError);
+  assert.match(e.message, /(loss is NaN|non-finite values) at step 1/);
   assert.deepEqual(
     await backend.read(model.params.get("blk.0.attn_q.weight")!),
     before,
@@ -166,7 +121,7 @@ Deno.test("bad input: each error names the file and loses nothing", async (t) =>
   };
   await t.step("missing data path", async () => {
     await fail(
-      Effect.runPromise(Effect.scoped(runTraining(backend, {
+      train({
         config,
         settings: defaultSettings(config, 2, { batch: 2, seqLen: 8 }),
         out: `${work}/nodata`,
@@ -174,15 +129,14 @@ Deno.test("bad input: each error names the file and loses nothing", async (t) =>
         data: `${work}/missing.txt`,
         cacheDir: `${work}/cache`,
         saveEvery: 0,
-        log: quiet,
-      }))),
+      }),
       /missing\.txt/,
     );
   });
   await t.step("empty data file", async () => {
     await Deno.writeTextFile(`${work}/empty.txt`, "");
     await fail(
-      Effect.runPromise(Effect.scoped(runTraining(backend, {
+      train({
         config,
         settings: defaultSettings(config, 2, { batch: 2, seqLen: 8 }),
         out: `${work}/emptydata`,
@@ -190,8 +144,7 @@ Deno.test("bad input: each error names the file and loses nothing", async (t) =>
         data: `${work}/empty.txt`,
         cacheDir: `${work}/cache`,
         saveEvery: 0,
-        log: quiet,
-      }))),
+      }),
       /empty\.txt/,
     );
   });
@@ -210,7 +163,7 @@ Deno.test("bad input: each error names the file and loses nothing", async (t) =>
   await t.step("a config whose shapes differ from the checkpoint", async () => {
     const other = { ...config, hidden_size: 64 };
     await fail(
-      Effect.runPromise(Effect.scoped(runTraining(backend, {
+      train({
         config: other,
         settings: defaultSettings(other, 2, { batch: 2, seqLen: 8 }),
         out: `${work}/learn`,
@@ -218,8 +171,7 @@ Deno.test("bad input: each error names the file and loses nothing", async (t) =>
         data: dataPath,
         cacheDir: `${work}/cache`,
         saveEvery: 0,
-        log: quiet,
-      }))),
+      }),
       /config\.json.*hidden_size/,
     );
   });
@@ -232,7 +184,7 @@ Deno.test("bad input: each error names the file and loses nothing", async (t) =>
     const foreign = `${work}/cache2`;
     const text2 = `${work}/text2.txt`;
     await Deno.writeTextFile(text2, syntheticText().replaceAll("the", "za"));
-    await Effect.runPromise(Effect.scoped(runTraining(backend, {
+    await train({
       config,
       settings: defaultSettings(config, 1, {
         batch: 2,
@@ -244,15 +196,118 @@ Deno.test("bad input: each error names the file and loses nothing", async (t) =>
       data: text2,
       cacheDir: foreign,
       saveEvery: 0,
-      log: quiet,
-    })));
+    });
     const otherDir = `${foreign}/${[...Deno.readDirSync(foreign)][0].name}`;
     await Deno.copyFile(`${otherDir}/train.tok`, `${dir}/train.tok`);
     await fail(run(`${work}/hash`, 1), /train\.tok.*another tokenizer/);
   });
 });
 
-Deno.test("stepsForBudget leaves room for evaluation and never plans 0 steps", () => {
-  assert.equal(stepsForBudget(600, 1.5), Math.floor(540 / 1.725));
-  assert.equal(stepsForBudget(1, 100), 1);
+Deno.test("a run releases every tensor it allocated: finished, diverged or stopped", async () => {
+  const before = backend.liveTensors;
+  await run(`${work}/leak-done`, 4, { cache: "cache-b" });
+  assert.equal(backend.liveTensors, before);
+  const exit = await run(`${work}/leak-nan`, 30, { lr: 1e30, cache: "cache-b" })
+    .then(
+      Exit.succeed,
+      Exit.fail,
+    );
+  assert.ok(Exit.isFailure(exit));
+  assert.equal(backend.liveTensors, before);
+  await run(`${work}/leak-stop`, 30, { time: 1e-9, cache: "cache-b" });
+  assert.equal(backend.liveTensors, before);
+});
+
+Deno.test("a diverging run fails with a typed TrainError, not a defect", async () => {
+  const exit = await Effect.runPromiseExit(
+    Effect.scoped(runTraining({
+      config,
+      settings: defaultSettings(config, 30, {
+        batch: 4,
+        seqLen: 16,
+        evalEvery: 0,
+        lr: { kind: "cosine", peakLr: 1e30, warmupSteps: 1, totalSteps: 30 },
+      }),
+      out: `${work}/diverge`,
+      resume: false,
+      data: dataPath,
+      cacheDir: `${work}/cache-b`,
+      saveEvery: 0,
+    })).pipe(Effect.provide(backendLayer)),
+  );
+  assert.ok(Exit.isFailure(exit));
+  const error = Cause.findErrorOption(exit.cause);
+  assert.ok(Option.isSome(error), Cause.pretty(exit.cause));
+  assert.ok(error.value instanceof TrainError);
+  assert.match(
+    error.value.message,
+    /(loss is NaN|non-finite values) at step \d+/,
+  );
+});
+
+Deno.test("a budgeted run plans its steps and saves the plan; a resume finishes that plan", async () => {
+  const out = `${work}/budget`;
+  const seconds = 2;
+  const settingsFor = (steps: number) =>
+    defaultSettings(config, steps, { batch: 4, seqLen: 16 });
+  const first = await train({
+    config,
+    budget: { seconds, settingsFor },
+    out,
+    resume: false,
+    data: dataPath,
+    cacheDir: `${work}/cache-b`,
+    // Stopped early, as by Ctrl-C.
+    timeBudgetSeconds: 0.3,
+    saveEvery: 0,
+  });
+  assert.ok(first.stoppedEarly && first.steps < first.plannedSteps);
+  const run1 = await Effect.runPromise(loadTrainedRun(out));
+  const state = await Effect.runPromise(
+    decodeRunState(
+      JSON.parse(
+        await Deno.readTextFile(`${run1.checkpointPath}/state.json`),
+      ),
+      "state.json",
+    ),
+  );
+  assert.ok(state.budget !== undefined);
+  assert.equal(state.budget.budgetSeconds, seconds);
+  assert.equal(state.budget.steps, first.plannedSteps);
+  assert.equal(state.settings.steps, first.plannedSteps);
+  assert.equal(state.settings.lr.totalSteps, first.plannedSteps);
+  // No data given: the resume reads the run's own (state.json `data`).
+  const rest = await train({
+    out,
+    resume: true,
+    cacheDir: `${work}/cache-b`,
+    saveEvery: 0,
+  });
+  assert.equal(rest.steps, first.plannedSteps);
+  assert.ok(!rest.stoppedEarly);
+  const losses = await trainLosses(out);
+  assert.deepEqual(
+    [...losses.keys()],
+    Array.from({ length: rest.steps }, (_, i) => i + 1),
+  );
+});
+
+Deno.test("a budgeted run ends by its plan, close to its budget", async () => {
+  const seconds = 2;
+  const r = await train({
+    config,
+    budget: {
+      seconds,
+      settingsFor: (steps) =>
+        defaultSettings(config, steps, { batch: 4, seqLen: 16 }),
+    },
+    out: `${work}/budget-full`,
+    resume: false,
+    data: dataPath,
+    cacheDir: `${work}/cache-b`,
+    saveEvery: 0,
+  });
+  assert.ok(r.steps > 10, `${r.steps} steps`);
+  // The hard stop: 5% past the budget, plus the step and checkpoint under way.
+  assert.ok(r.trainSeconds < seconds * 1.05 + 0.5, `${r.trainSeconds}s`);
 });
