@@ -1,5 +1,9 @@
 /**
- * Inference: choosing tokens from logits (greedy, temperature, top-k, top-p).
+ * Inference: a trained model's weights quantized once ({@link ModelWeights}),
+ * run forward on the CPU without an autograd tape ({@link InferenceModel}:
+ * batched scoring, and prefill + decode over a preallocated KV cache),
+ * sampling (greedy, temperature, top-k, top-p, min-p, penalties, seeded) and
+ * generation as an effect `Stream` of tokens with their text.
  *
  * @example
  * ```ts
@@ -12,4 +16,13 @@
  *
  * @module
  */
+export * from "./errors.ts";
+export * from "./evaluate.ts";
+export * from "./formats/mod.ts";
+export * from "./from_latents.ts";
+export * from "./generate.ts";
+export * from "./load.ts";
+export * from "./runtime.ts";
 export * from "./sampling.ts";
+export * from "./text_stream.ts";
+export * from "./weights.ts";
