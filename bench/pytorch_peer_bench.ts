@@ -1,8 +1,9 @@
 /**
  * Training throughput of `ref-4m` (batch 16 × seq 128) here and in the
  * PyTorch reference (`../shared/peers/bitnet_ref.py --bench`), measured in one
- * run, like for like: both single-threaded (`OPENBLAS_NUM_THREADS=1`), and
- * PyTorch again with OpenBLAS free to use every core. Skips the peer, saying
+ * run, like for like: both on one thread (ours `threads: 1`, the peer with
+ * `OPENBLAS_NUM_THREADS=1`), then both on every core (ours with the matmul
+ * thread pool, the peer with OpenBLAS free). Skips the peer, saying
  * so, when `/usr/bin/python3` has no torch (`apt-get install python3-torch
  * libopenblas0-pthread`). `PEER` overrides the script's path.
  *
@@ -10,7 +11,8 @@
  *
  * @module
  */
-import { CpuBackend } from "../src/backend/cpu/cpu_backend.ts";
+import { Effect } from "effect";
+import { ComputeBackend } from "../src/backend/service.ts";
 import { preset } from "../src/common/presets.ts";
 import { defaultSettings, measureStepSeconds } from "../src/train/trainer.ts";
 import { printResults } from "./peak_bench.ts";
@@ -44,50 +46,59 @@ async function peerTokensPerSecond(
   return m ? Number(m[1]) : undefined;
 }
 
-/** Ours and the peer's training tokens/s on ref-4m, and the ratios. */
-export async function run(): Promise<BenchResult[]> {
+/** Our training tokens/s on ref-4m (forward + backward) with `threads` matmul threads (undefined: all cores). */
+async function oursTokensPerSecond(threads?: number): Promise<number> {
   const config = preset("ref-4m");
   const settings = defaultSettings(config, 1);
-  const backend = await CpuBackend.create();
-  const seconds = await measureStepSeconds(config, backend, settings, 5);
-  const ours = settings.batch * settings.seqLen / seconds;
-  const results: BenchResult[] = [
-    {
-      name: "train_ref4m_tokens_per_s_ours_1thread",
+  const seconds = await Effect.runPromise(
+    measureStepSeconds(config, settings, 5).pipe(
+      Effect.provide(
+        threads === undefined
+          ? ComputeBackend.cpu
+          : ComputeBackend.cpuWith({ threads }),
+      ),
+    ),
+  );
+  return settings.batch * settings.seqLen / seconds;
+}
+
+/**
+ * Ours and the peer's training tokens/s on ref-4m, one thread each and all
+ * cores each, measured in that order (ours, peer, ours, peer), and the
+ * like-for-like ratios.
+ */
+export async function run(): Promise<BenchResult[]> {
+  const results: BenchResult[] = [];
+  const pair = (
+    label: string,
+    ours: number,
+    peer: number | undefined,
+  ) => {
+    results.push({
+      name: `train_ref4m_tokens_per_s_ours_${label}`,
       value: ours,
       unit: "tokens/s",
-    },
-  ];
-  const single = await peerTokensPerSecond("1");
-  const all = await peerTokensPerSecond("all");
-  if (single !== undefined) {
+    });
+    if (peer === undefined) return;
     results.push(
       {
-        name: "train_ref4m_tokens_per_s_pytorch_1thread",
-        value: single,
+        name: `train_ref4m_tokens_per_s_pytorch_${label}`,
+        value: peer,
         unit: "tokens/s",
       },
       {
-        name: "train_ref4m_ours_vs_pytorch_1thread",
-        value: ours / single,
+        name: `train_ref4m_ours_vs_pytorch_${label}`,
+        value: ours / peer,
         unit: "ratio",
       },
     );
-  }
-  if (all !== undefined) {
-    results.push(
-      {
-        name: "train_ref4m_tokens_per_s_pytorch_openblas_all",
-        value: all,
-        unit: "tokens/s",
-      },
-      {
-        name: "train_ref4m_ours_vs_pytorch_openblas_all",
-        value: ours / all,
-        unit: "ratio",
-      },
-    );
-  }
+  };
+  pair("1thread", await oursTokensPerSecond(1), await peerTokensPerSecond("1"));
+  pair(
+    `all_${navigator.hardwareConcurrency}cores`,
+    await oursTokensPerSecond(),
+    await peerTokensPerSecond("all"),
+  );
   return results;
 }
 

@@ -1,9 +1,12 @@
 /**
  * `deno task bench`: runs every benchmark of `bench/` and prints one table, or with
- * `--json` one JSON object `{ name: { value, unit } }` for other tools to read.
+ * `--json` one JSON object `{ machine: { model, flags }, name: { value, unit }… }`
+ * for other tools to read. The CPU model and flags are printed beside the
+ * figures, since they depend on the machine the run got.
  *
  * @module
  */
+import { cpuDescription } from "../src/backend/cpu/matmul_tuning.ts";
 import type { BenchResult } from "./result.ts";
 
 /** A benchmark module: a named function returning its measured results. */
@@ -43,11 +46,16 @@ for (const m of modules) {
   results.push(...await m.run());
 }
 
+const machine = cpuDescription();
 if (json) {
   const out: Record<string, { value: number; unit: string }> = {};
   for (const r of results) out[r.name] = { value: r.value, unit: r.unit };
-  console.log(JSON.stringify(out, null, 2));
+  console.log(JSON.stringify({ machine, ...out }, null, 2));
 } else {
+  console.log(
+    `cpu: ${machine.model}, ${navigator.hardwareConcurrency} threads`,
+  );
+  console.log(`flags: ${machine.flags}`);
   const w = Math.max(...results.map((r) => r.name.length), 4);
   console.log(`${"name".padEnd(w)}  ${"value".padStart(10)}  unit`);
   for (const r of results) {

@@ -13,6 +13,7 @@
  * @module
  */
 import process from "node:process";
+import { Effect } from "effect";
 import type { Backend, MatmulOptions } from "../src/backend/backend.ts";
 import { CpuBackend } from "../src/backend/cpu/cpu_backend.ts";
 import { PRESETS } from "../src/common/presets.ts";
@@ -127,7 +128,7 @@ export async function measureTrainStep(
         profile.on = i >= n - profiled;
         const t0 = performance.now();
         const c0 = process.cpuUsage();
-        await trainer.runStep();
+        await Effect.runPromise(trainer.runStep());
         const c = process.cpuUsage(c0);
         times.push((performance.now() - t0) / 1000);
         cpuTimes.push((c.user + c.system) / 1e6);

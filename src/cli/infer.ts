@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { Console, Effect, Option, Stream } from "effect";
+import { Console, Effect, Option, type Scope, Stream } from "effect";
 import { Command, Flag } from "effect/cli";
 import type { ConfigError } from "../common/config_file.ts";
 import { loadBitMap } from "../common/config_file.ts";
@@ -17,9 +17,15 @@ import {
   generate,
   type GenerateOptions,
   type GenerationEnd,
+  type GenerationSession,
 } from "../infer/generate.ts";
 import { loadModelWeights } from "../infer/load.ts";
-import { InferenceModel, type KvSession } from "../infer/runtime.ts";
+import { InferenceModel } from "../infer/runtime.ts";
+import type { ModelWeights } from "../infer/weights.ts";
+import { WebGpuInferenceModel } from "../infer/webgpu_runtime.ts";
+import { acquireGpuDevice } from "../backend/webgpu/device.ts";
+import { BufferPool } from "../backend/webgpu/buffer_pool.ts";
+import { WebGpuKernels } from "../backend/webgpu/kernels.ts";
 import { UsageError } from "./errors.ts";
 
 const int = (name: string, description: string) =>
@@ -94,9 +100,11 @@ export const inferFlags = {
       "interactive: each stdin line is a turn (Ctrl-D ends)",
     ),
   ),
-  backend: Flag.Literals("backend", ["cpu", "webgpu"]).pipe(
-    Flag.withDefault("cpu"),
-    Flag.withDescription("compute backend (inference runs on the cpu)"),
+  backend: Flag.Literals("backend", ["auto", "cpu", "webgpu"]).pipe(
+    Flag.withDefault("auto"),
+    Flag.withDescription(
+      "compute backend: auto = webgpu on a real GPU, else cpu; webgpu also runs on a software adapter",
+    ),
   ),
 };
 
@@ -122,7 +130,7 @@ export interface InferFlags {
   readonly ignoreEos: boolean;
   readonly json: boolean;
   readonly chat: boolean;
-  readonly backend: "cpu" | "webgpu";
+  readonly backend: "auto" | "cpu" | "webgpu";
 }
 
 const usage = (message: string) => new UsageError({ message });
@@ -212,7 +220,7 @@ function summary(end: GenerationEnd, seed: number): string {
 
 /** One generation: streams (or collects, for `--json`) and reports. */
 function runOnce(
-  session: KvSession,
+  session: GenerationSession,
   prompt: ArrayLike<number>,
   options: GenerateOptions & { readonly seed: number },
   json: boolean,
@@ -291,16 +299,58 @@ function stdinLines(): () => Promise<string | undefined> {
   };
 }
 
+/**
+ * The model on the backend `--backend` asks for: `webgpu` on any adapter
+ * (a software one too), `auto` on a real GPU only, else the CPU runtime.
+ */
+function acquireModel(
+  weights: ModelWeights,
+  backend: "auto" | "cpu" | "webgpu",
+): Effect.Effect<
+  InferenceModel | WebGpuInferenceModel,
+  UsageError | InferenceError,
+  Scope.Scope
+> {
+  const asInference = (e: unknown) =>
+    e instanceof InferenceError ? e : new InferenceError({
+      message: e instanceof Error ? e.message : String(e),
+    });
+  const cpu = Effect.acquireRelease(
+    Effect.tryPromise({
+      try: () => InferenceModel.create(weights),
+      catch: asInference,
+    }),
+    (m) => Effect.sync(() => m.release()),
+  );
+  if (backend === "cpu") return cpu;
+  return Effect.gen(function* () {
+    const device = acquireGpuDevice({ allowFallback: backend === "webgpu" });
+    const gpu = backend === "webgpu"
+      ? yield* device.pipe(
+        Effect.mapError((e) => usage(`--backend webgpu: ${e.message}`)),
+      )
+      : yield* device.pipe(Effect.option, Effect.map(Option.getOrUndefined));
+    if (gpu === undefined) return yield* cpu;
+    const pool = yield* Effect.acquireRelease(
+      Effect.sync(() => new BufferPool(gpu.device)),
+      (p) => Effect.sync(() => p.destroy()),
+    );
+    return yield* Effect.acquireRelease(
+      Effect.try({
+        try: () =>
+          WebGpuInferenceModel.create(weights, new WebGpuKernels(gpu, pool)),
+        catch: asInference,
+      }),
+      (m) => Effect.sync(() => m.release()),
+    );
+  });
+}
+
 /** The `infer` command's program. */
 export function inferProgram(
   flags: InferFlags,
 ): Effect.Effect<void, UsageError | DataError | ConfigError> {
   return Effect.scoped(Effect.gen(function* () {
-    if (flags.backend === "webgpu") {
-      return yield* usage(
-        "--backend webgpu: WebGPU inference is not supported yet; inference runs on the cpu",
-      );
-    }
     const options = yield* generateOptions(flags);
     const prompt = Option.getOrUndefined(flags.prompt);
     if (prompt === undefined && !flags.chat) {
@@ -318,16 +368,7 @@ export function inferProgram(
       bitMap,
       bitMapSource: bitMapFile,
     });
-    const model = yield* Effect.acquireRelease(
-      Effect.tryPromise({
-        try: () => InferenceModel.create(weights),
-        catch: (e) =>
-          e instanceof InferenceError
-            ? e
-            : new InferenceError({ message: String(e) }),
-      }),
-      (m) => Effect.sync(() => m.release()),
-    );
+    const model = yield* acquireModel(weights, flags.backend);
     const ctx = Option.getOrElse(flags.context, () => model.config.max_seq_len);
     if (!(ctx >= 1)) return yield* usage(`--context must be ≥ 1, got ${ctx}`);
     const session = yield* Effect.try({

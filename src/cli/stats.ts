@@ -68,7 +68,7 @@ const mib = (bytes: number): string => (bytes / 2 ** 20).toFixed(3);
 
 /** The stats as a text table. */
 export function formatStats(stats: CompressionStats): string {
-  const w = Math.max(...stats.tensors.map((t) => t.name.length));
+  const w = stats.tensors.reduce((m, t) => Math.max(m, t.name.length), 0);
   const lines = [
     `${"tensor".padEnd(w)}  ${"mode".padEnd(8)}  ${"params".padStart(10)}  ${
       "bytes".padStart(10)

@@ -8,12 +8,24 @@ import { Console, Effect, type Layer, Option } from "effect";
 import { Flag } from "effect/cli";
 import { ComputeBackend } from "../backend/service.ts";
 import type { GpuUnavailableError } from "../backend/webgpu/device.ts";
-import type { OneBitLlmConfig } from "../common/config.ts";
-import { type ConfigError, loadBitMap } from "../common/config_file.ts";
+import { type OneBitLlmConfig, resolveBitMap } from "../common/config.ts";
+import {
+  type ConfigError,
+  loadBitMap,
+  loadConfig,
+} from "../common/config_file.ts";
+import {
+  type LayerBitMap,
+  LINEAR_NAMES,
+  linearMode,
+  lmHeadMode,
+} from "../common/layer_bit_map.ts";
+import { CHECKPOINT_FILES, resolveCheckpoint } from "../train/checkpoint.ts";
 import { prepareDataset } from "../common/dataset.ts";
 import { DataError, readText } from "../common/text_sources.ts";
 import { quantPhases } from "../core/schedule.ts";
 import { ProgressPrinter } from "../train/report.ts";
+import { readHfConfig } from "../infer/formats/hf.ts";
 import { runTraining } from "../train/run.ts";
 import {
   defaultSettings,
@@ -33,14 +45,23 @@ const num = (name: string, description: string) =>
 const str = (name: string, description: string) =>
   Flag.String(name).pipe(Flag.optional, Flag.withDescription(description));
 
+/** The preset of `train` and `prep` without --preset or --config. */
+const DEFAULT_PRESET = "ref-4m";
+
 /** The flags of `train`. */
 export const trainFlags = {
   preset: Flag.String("preset").pipe(
-    Flag.withDefault("ref-4m"),
-    Flag.withDescription("preset model: tiny, ref-4m, bitnet-100m"),
+    Flag.optional,
+    Flag.withDescription(
+      `preset model: tiny, ref-4m, bitnet-100m (default ${DEFAULT_PRESET})`,
+    ),
   ),
   config: str("config", "model config JSON (overrides --preset)"),
   bitMap: str("bit-map", "LayerBitMap JSON (per-layer modes)"),
+  init: str(
+    "init",
+    "start from a transformers BitNet directory (an hf export, or PyTorch's): its model and latent weights",
+  ),
   data: str(
     "data",
     "training text: file, directory, JSONL or WikiText (default: Brown corpus; with --resume, the run's own)",
@@ -62,9 +83,9 @@ export const trainFlags = {
     "two-stage",
     "cosine-from-start",
   ]).pipe(
-    Flag.withDefault("cosine"),
+    Flag.optional,
     Flag.withDescription(
-      "LR schedule (two-stage: BitNet, WD 0.1 → 0; cosine-from-start: warmup × cosine over the whole run, as the PyTorch reference)",
+      "LR schedule, default cosine (two-stage: BitNet, WD 0.1 → 0; cosine-from-start: warmup × cosine over the whole run, as the PyTorch reference)",
     ),
   ),
   weightDecay: num(
@@ -101,11 +122,15 @@ export const trainFlags = {
 
 type Opt<A> = Option.Option<A>;
 
+/** The LR schedules of `--schedule`. */
+type ScheduleName = "cosine" | "linear" | "two-stage" | "cosine-from-start";
+
 /** The parsed flags of `train`. */
 export interface TrainFlags {
-  readonly preset: string;
+  readonly preset: Opt<string>;
   readonly config: Opt<string>;
   readonly bitMap: Opt<string>;
+  readonly init: Opt<string>;
   readonly data: Opt<string>;
   readonly out: Opt<string>;
   readonly steps: Opt<number>;
@@ -115,7 +140,7 @@ export interface TrainFlags {
   readonly accum: Opt<number>;
   readonly lr: Opt<number>;
   readonly warmup: Opt<number>;
-  readonly schedule: "cosine" | "linear" | "two-stage" | "cosine-from-start";
+  readonly schedule: Opt<ScheduleName>;
   readonly weightDecay: Opt<number>;
   readonly fpSteps: Opt<number>;
   readonly softSteps: Opt<number>;
@@ -198,7 +223,7 @@ function settingsFrom(
   return (steps) =>
     defaultSettings(config, steps, {
       ...overrides,
-      lr: lrSchedule(flags.schedule, {
+      lr: lrSchedule(Option.getOrElse(flags.schedule, () => "cosine"), {
         steps,
         peakLr: Option.getOrUndefined(flags.lr),
         warmupSteps: values.warmup,
@@ -211,6 +236,77 @@ function settingsFrom(
     });
 }
 
+/**
+ * Fails on a flag value no run can use, before any work: a learning rate that
+ * is not positive, a negative weight decay, a label smoothing outside [0, 1);
+ * and, with --resume, on every flag that would change the saved settings
+ * (only --steps may: the run goes on to that many steps).
+ */
+function checkFlagValues(flags: TrainFlags): Effect.Effect<void, UsageError> {
+  const bad = (flag: string, value: number, expected: string) =>
+    Effect.fail(
+      new UsageError({
+        message: `--${flag}: expected ${expected}, got ${value}`,
+      }),
+    );
+  const lr = Option.getOrUndefined(flags.lr);
+  if (lr !== undefined && !(lr > 0)) {
+    return bad("lr", lr, "a learning rate > 0");
+  }
+  const wd = Option.getOrUndefined(flags.weightDecay);
+  if (wd !== undefined && !(wd >= 0)) {
+    return bad("weight-decay", wd, "a weight decay ≥ 0");
+  }
+  const ls = Option.getOrUndefined(flags.labelSmoothing);
+  if (ls !== undefined && !(ls >= 0 && ls < 1)) {
+    return bad("label-smoothing", ls, "a value in [0, 1)");
+  }
+  if (flags.resume) {
+    const fixed: Array<[string, Opt<unknown>]> = [
+      ["preset", flags.preset],
+      ["batch", flags.batch],
+      ["seq", flags.seq],
+      ["accum", flags.accum],
+      ["lr", flags.lr],
+      ["warmup", flags.warmup],
+      ["schedule", flags.schedule],
+      ["weight-decay", flags.weightDecay],
+      ["fp-steps", flags.fpSteps],
+      ["soft-steps", flags.softSteps],
+      ["label-smoothing", flags.labelSmoothing],
+      ["eval-every", flags.evalEvery],
+      ["seed", flags.seed],
+    ];
+    const given = fixed.find(([, v]) => Option.isSome(v));
+    if (given !== undefined) {
+      return Effect.fail(
+        new UsageError({
+          message: `--${
+            given[0]
+          }: a resumed run keeps the settings saved in its checkpoint; start a new run (another --out) to change them`,
+        }),
+      );
+    }
+  }
+  return Effect.void;
+}
+
+/** Whether two maps (of the same depth) store every tensor in the same mode. */
+const sameModes = (a: LayerBitMap, b: LayerBitMap): boolean =>
+  a.embedding === b.embedding && lmHeadMode(a) === lmHeadMode(b) &&
+  a.layer_modes.length === b.layer_modes.length &&
+  a.layer_modes.every((_, l) =>
+    LINEAR_NAMES.every((n) => linearMode(a, l, n) === linearMode(b, l, n))
+  );
+
+/** The config of the current checkpoint in the run directory `out`. */
+const checkpointConfig = (
+  out: string,
+): Effect.Effect<OneBitLlmConfig, DataError | ConfigError> =>
+  resolveCheckpoint(out).pipe(
+    Effect.flatMap((path) => loadConfig(`${path}/${CHECKPOINT_FILES.config}`)),
+  );
+
 /** The `train` command's program. */
 export function trainProgram(
   flags: TrainFlags,
@@ -219,6 +315,8 @@ export function trainProgram(
   UsageError | ConfigError | DataError | TrainError | GpuUnavailableError
 > {
   return Effect.scoped(Effect.gen(function* () {
+    yield* checkFlagValues(flags);
+    const preset = Option.getOrElse(flags.preset, () => DEFAULT_PRESET);
     const values = {
       batch: yield* positive("batch", flags.batch),
       seq: yield* positive("seq", flags.seq),
@@ -244,15 +342,51 @@ export function trainProgram(
     } else if (stepsFlag === undefined && !flags.resume) budget = 600;
     const explicitConfig = Option.isSome(flags.config) ||
       Option.isSome(flags.bitMap) || !flags.resume;
-    let config = explicitConfig ? yield* resolveConfig(flags) : undefined;
-    if (config !== undefined && Option.isSome(flags.bitMap)) {
+    const init = Option.getOrUndefined(flags.init);
+    const clash = flags.resume
+      ? "resume"
+      : Option.isSome(flags.config)
+      ? "config"
+      : Option.isSome(flags.preset)
+      ? "preset"
+      : undefined;
+    if (init !== undefined && clash !== undefined) {
+      return yield* new UsageError({
+        message:
+          `--init starts a new run from ${init}'s model: drop --${clash}`,
+      });
+    }
+    let config = init !== undefined
+      ? (yield* readHfConfig(init)).config
+      : explicitConfig
+      ? yield* resolveConfig({ preset, config: flags.config })
+      : undefined;
+    const out = Option.getOrElse(
+      flags.out,
+      () => `runs/${Option.isSome(flags.config) ? "custom" : preset}`,
+    );
+    if (out.trim() === "") {
+      return yield* new UsageError({
+        message: "--out: empty path; give the run a directory",
+      });
+    }
+    if (flags.resume && Option.isSome(flags.bitMap)) {
+      // A resumed run keeps its model: the map must be the run's own.
+      const saved = yield* checkpointConfig(out);
+      const map = yield* resolveBitMapFlag(saved, flags.bitMap);
+      if (!sameModes(map, resolveBitMap(saved))) {
+        return yield* new UsageError({
+          message:
+            `--bit-map: ${flags.bitMap.value} differs from the bit map of the run in ${out}, which a resume keeps; try other maps with \`eval --bit-map\` or \`search\``,
+        });
+      }
+      config = Option.isSome(flags.config)
+        ? { ...config!, layer_bit_map: map }
+        : undefined;
+    } else if (config !== undefined && Option.isSome(flags.bitMap)) {
       const map = yield* resolveBitMapFlag(config, flags.bitMap);
       config = { ...config, layer_bit_map: map };
     }
-    const out = Option.getOrElse(
-      flags.out,
-      () => `runs/${Option.isSome(flags.config) ? "custom" : flags.preset}`,
-    );
     if (
       config !== undefined && values.seq !== undefined &&
       values.seq > config.max_seq_len
@@ -266,6 +400,7 @@ export function trainProgram(
     const planned = settingsFor !== undefined && !flags.resume &&
       stepsFlag === undefined && budget !== undefined;
     const result = yield* runTraining({
+      resumeSteps: flags.resume ? stepsFlag : undefined,
       config,
       settings: settingsFor && stepsFlag !== undefined
         ? settingsFor(stepsFlag)
@@ -275,6 +410,7 @@ export function trainProgram(
         : undefined,
       out,
       resume: flags.resume,
+      init,
       data: Option.getOrUndefined(flags.data),
       cacheDir: DEFAULT_CACHE_DIR,
       // A planned run stops by its plan (see runTraining); else --time is a limit.
@@ -294,12 +430,15 @@ export function trainProgram(
 
 /** The `prep` command's program: build (or find) the cached dataset. */
 export function prepProgram(flags: {
-  readonly preset: string;
+  readonly preset: Opt<string>;
   readonly config: Opt<string>;
   readonly data: Opt<string>;
 }): Effect.Effect<void, UsageError | ConfigError | DataError> {
   return Effect.gen(function* () {
-    const config = yield* resolveConfig(flags);
+    const config = yield* resolveConfig({
+      preset: Option.getOrElse(flags.preset, () => DEFAULT_PRESET),
+      config: flags.config,
+    });
     const { files } = yield* prepareDataset({
       data: Option.getOrUndefined(flags.data),
       vocabSize: config.vocab_size,

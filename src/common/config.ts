@@ -96,11 +96,6 @@ export type OneBitLlmConfigEncoded =
   & Omit<OneBitLlmConfig, DefaultedField>
   & Partial<Pick<OneBitLlmConfig, DefaultedField>>;
 
-const PositiveInt = Schema.Number.check(
-  Schema.makeFilter((n: number) => Number.isInteger(n) && n > 0, {
-    expected: "a positive integer",
-  }),
-);
 const PositiveFinite = Schema.Number.check(
   Schema.makeFilter((n: number) => Number.isFinite(n) && n > 0, {
     expected: "a positive number",
@@ -116,18 +111,51 @@ const withDefault = <S extends Schema.Top>(
   value: S["Encoded"],
 ) => schema.pipe(Schema.withDecodingDefaultKey(Effect.succeed(value)));
 
+/**
+ * Upper bounds of the size fields: far above any model this project can train
+ * or run (the largest open models have vocab ~256k, width ~16k, ~128 layers,
+ * FFN ~53k, contexts ~128k–1M), yet small enough that a typo such as 1e9 is
+ * refused while decoding rather than found by an allocation failure, a
+ * quadratic loop or an out-of-memory crash.
+ */
+export const CONFIG_SIZE_LIMITS: {
+  readonly vocab_size: number;
+  readonly hidden_size: number;
+  readonly num_heads: number;
+  readonly num_kv_heads: number;
+  readonly num_layers: number;
+  readonly intermediate_size: number;
+  readonly max_seq_len: number;
+} = {
+  vocab_size: 2 ** 20,
+  hidden_size: 65_536,
+  num_heads: 1024,
+  num_kv_heads: 1024,
+  num_layers: 1024,
+  intermediate_size: 262_144,
+  max_seq_len: 2 ** 20,
+};
+
+const SizeInt = (max: number) =>
+  Schema.Number.check(
+    Schema.makeFilter(
+      (n: number) => Number.isInteger(n) && n > 0 && n <= max,
+      { expected: `an integer in [1, ${max.toLocaleString("en-US")}]` },
+    ),
+  );
+
 const sharedFields = {
-  vocab_size: PositiveInt,
-  hidden_size: PositiveInt,
-  num_heads: PositiveInt,
-  num_layers: PositiveInt,
-  intermediate_size: PositiveInt,
-  max_seq_len: PositiveInt,
+  vocab_size: SizeInt(CONFIG_SIZE_LIMITS.vocab_size),
+  hidden_size: SizeInt(CONFIG_SIZE_LIMITS.hidden_size),
+  num_heads: SizeInt(CONFIG_SIZE_LIMITS.num_heads),
+  num_layers: SizeInt(CONFIG_SIZE_LIMITS.num_layers),
+  intermediate_size: SizeInt(CONFIG_SIZE_LIMITS.intermediate_size),
+  max_seq_len: SizeInt(CONFIG_SIZE_LIMITS.max_seq_len),
 };
 
 const EncodedStruct = Schema.Struct({
   ...sharedFields,
-  num_kv_heads: Schema.optionalKey(PositiveInt),
+  num_kv_heads: Schema.optionalKey(SizeInt(CONFIG_SIZE_LIMITS.num_kv_heads)),
   layer_norm_eps: withDefault(PositiveFinite, 1e-5),
   rope_theta: withDefault(PositiveFinite, 10000),
   rope_style: withDefault(RopeStyleSchema, "neox"),
@@ -232,7 +260,7 @@ function configIssues(c: OneBitLlmConfig): ReadonlyArray<string> {
 
 const TypeStruct = Schema.Struct({
   ...sharedFields,
-  num_kv_heads: PositiveInt,
+  num_kv_heads: SizeInt(CONFIG_SIZE_LIMITS.num_kv_heads),
   layer_norm_eps: PositiveFinite,
   rope_theta: PositiveFinite,
   rope_style: RopeStyleSchema,
@@ -253,8 +281,8 @@ const TypeStruct = Schema.Struct({
 
 /**
  * Schema of a {@link OneBitLlmConfig}. Decoding fills in defaults
- * (`num_kv_heads` defaults to `num_heads`), then checks every field and the
- * cross-field rules: hidden_size % num_heads == 0, num_heads % num_kv_heads == 0,
+ * (`num_kv_heads` defaults to `num_heads`), then checks every field (sizes
+ * within {@link CONFIG_SIZE_LIMITS}) and the cross-field rules: hidden_size % num_heads == 0, num_heads % num_kv_heads == 0,
  * head_dim even with RoPE, not both ReLU² and SwiGLU, and a layer_bit_map that
  * fits (see {@link bitMapIssues}). Encoding writes every field.
  */

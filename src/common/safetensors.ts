@@ -106,7 +106,23 @@ const compareCodePoints = (a: string, b: string): number => {
   return x.length - y.length;
 };
 
-const shapeText = (shape: readonly number[]): string => `[${shape.join(",")}]`;
+// A header can hold megabytes in one value; a message quotes at most this much.
+const MAX_QUOTE_CHARS = 80;
+
+/** A value from the header as JSON, cut to {@link MAX_QUOTE_CHARS}. */
+const show = (value: unknown): string => {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > MAX_QUOTE_CHARS
+    ? `${text.slice(0, MAX_QUOTE_CHARS - 1)}…`
+    : text;
+};
+
+const shapeText = (shape: readonly number[]): string => {
+  const text = `[${shape.join(",")}]`;
+  return text.length > MAX_QUOTE_CHARS
+    ? `${text.slice(0, MAX_QUOTE_CHARS - 2)}…]`
+    : text;
+};
 
 const elementCount = (shape: readonly number[]): number =>
   shape.reduce((n, d) => n * d, 1);
@@ -213,32 +229,26 @@ const isCount = (x: unknown): x is number =>
 
 /** One header entry checked on its own, or the reason it is bad. */
 const parseEntry = (name: string, raw: unknown): Entry | string => {
-  const at = `tensor ${JSON.stringify(name)}`;
+  const at = `tensor ${show(name)}`;
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
-    return `${at}: expected {dtype, shape, data_offsets}, got ${
-      JSON.stringify(raw)
-    }`;
+    return `${at}: expected {dtype, shape, data_offsets}, got ${show(raw)}`;
   }
   const { dtype, shape, data_offsets: offsets } = raw as Record<
     string,
     unknown
   >;
   if (!isDtype(dtype)) {
-    return `${at}: unknown dtype ${JSON.stringify(dtype)} (supported: ${
+    return `${at}: unknown dtype ${show(dtype)} (supported: ${
       DTYPES.join(", ")
     })`;
   }
   if (!Array.isArray(shape) || !shape.every(isCount)) {
-    return `${at}: shape ${
-      JSON.stringify(shape)
-    } is not a list of non-negative integers`;
+    return `${at}: shape ${show(shape)} is not a list of non-negative integers`;
   }
   if (
     !Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)
   ) {
-    return `${at}: data_offsets ${
-      JSON.stringify(offsets)
-    } is not [begin, end] in bytes`;
+    return `${at}: data_offsets ${show(offsets)} is not [begin, end] in bytes`;
   }
   const [begin, end] = offsets as number[];
   if (end < begin) {
@@ -264,22 +274,20 @@ const checkLayout = (
   const past = entries.find((e) => e.end > dataBytes);
   if (past !== undefined) {
     return `truncated: tensor ${
-      JSON.stringify(past.name)
+      show(past.name)
     } needs data bytes [${past.begin}, ${past.end}), the file holds ${dataBytes}`;
   }
   let prev: Entry | undefined;
   for (const e of entries) {
     const start = prev?.end ?? 0;
     if (e.begin < start) {
-      return `tensors ${JSON.stringify(prev!.name)} [${prev!.begin}, ${
-        prev!.end
-      }] and ${
-        JSON.stringify(e.name)
+      return `tensors ${show(prev!.name)} [${prev!.begin}, ${prev!.end}] and ${
+        show(e.name)
       } [${e.begin}, ${e.end}] overlap (data_offsets)`;
     }
     if (e.begin > start) {
       return `data bytes [${start}, ${e.begin}) before tensor ${
-        JSON.stringify(e.name)
+        show(e.name)
       } belong to no tensor`;
     }
     prev = e;
@@ -294,8 +302,8 @@ const checkLayout = (
  * Reads a safetensors file's bytes; `file` names it in messages. Fails with a
  * {@link DataError} (never throws) on: fewer than 8 bytes, a header length
  * beyond the file or over {@link MAX_HEADER_BYTES}, a header that is not
- * UTF-8 JSON object, `__metadata__` that is not string → string, an entry
- * without a supported dtype, integer shape or `[begin, end]` offsets, offsets
+ * UTF-8 JSON object, `__metadata__` that is not string → string, a tensor
+ * with the empty name, an entry without a supported dtype, integer shape or `[begin, end]` offsets, offsets
  * whose span is not shape × element size, offsets past the end of the file
  * (truncated), overlapping offsets, and data bytes no tensor covers.
  *
@@ -359,15 +367,15 @@ export const decodeSafetensors = (
         for (const [key, value] of Object.entries(raw)) {
           if (typeof value !== "string") {
             return fail(
-              `${METADATA_KEY}[${JSON.stringify(key)}] is ${
-                JSON.stringify(value)
-              }, not a string`,
+              `${METADATA_KEY}[${show(key)}] is ${show(value)}, not a string`,
             );
           }
           setOwn(metadata, key, value);
         }
         continue;
       }
+      // The writer refuses the empty name too, so what is read can be saved.
+      if (name === "") return fail(`a tensor has the empty name ""`);
       const entry = parseEntry(name, raw);
       if (typeof entry === "string") return fail(entry);
       entries.push(entry);

@@ -45,16 +45,97 @@ export const splitDocuments = (docs: readonly string[]): TextSplit => ({
 const describe = (cause: unknown): string =>
   cause instanceof Error ? cause.message : String(cause);
 
-/** Reads a UTF-8 file, failing with a DataError that names it. */
+/** Offset of the first byte that does not belong to a valid UTF-8 sequence, or -1. */
+export function invalidUtf8Offset(bytes: Uint8Array): number {
+  let i = 0;
+  while (i < bytes.length) {
+    const b = bytes[i];
+    if (b < 0x80) {
+      i++;
+      continue;
+    }
+    // Sequence length and the range of its second byte (no overlongs,
+    // surrogates or code points above U+10FFFF).
+    const [n, lo, hi] = b >= 0xc2 && b <= 0xdf
+      ? [2, 0x80, 0xbf]
+      : b === 0xe0
+      ? [3, 0xa0, 0xbf]
+      : b === 0xed
+      ? [3, 0x80, 0x9f]
+      : b >= 0xe1 && b <= 0xef
+      ? [3, 0x80, 0xbf]
+      : b === 0xf0
+      ? [4, 0x90, 0xbf]
+      : b >= 0xf1 && b <= 0xf3
+      ? [4, 0x80, 0xbf]
+      : b === 0xf4
+      ? [4, 0x80, 0x8f]
+      : [0, 0, 0];
+    if (n === 0 || i + n > bytes.length) return i;
+    if (bytes[i + 1] < lo || bytes[i + 1] > hi) return i;
+    for (let k = 2; k < n; k++) {
+      if (bytes[i + k] < 0x80 || bytes[i + k] > 0xbf) return i;
+    }
+    i += n;
+  }
+  return -1;
+}
+
+/**
+ * The text of a file's bytes, which must be UTF-8 (a leading byte-order mark
+ * is dropped). Fails with a DataError naming `path` for UTF-16 (a UTF-16
+ * byte-order mark), binary data (a NUL byte, which no text file holds) and
+ * invalid UTF-8 — decoding with replacement characters would train or score a
+ * model on garbage without a word.
+ */
+export const decodeText = (
+  bytes: Uint8Array,
+  path: string,
+): Effect.Effect<string, DataError> => {
+  const fail = (why: string) =>
+    Effect.fail(new DataError({ file: path, message: `${path}: ${why}` }));
+  const [b0, b1] = bytes;
+  if ((b0 === 0xff && b1 === 0xfe) || (b0 === 0xfe && b1 === 0xff)) {
+    return fail(
+      `UTF-16 text (byte-order mark ${
+        b0 === 0xff ? "FF FE" : "FE FF"
+      }); convert it to UTF-8`,
+    );
+  }
+  const nul = bytes.indexOf(0);
+  if (nul >= 0) {
+    return fail(
+      `a binary file, not text (a NUL byte at offset ${nul}); give UTF-8 text`,
+    );
+  }
+  const bad = invalidUtf8Offset(bytes);
+  if (bad >= 0) {
+    return fail(
+      `not valid UTF-8 (byte 0x${
+        bytes[bad].toString(16).padStart(2, "0")
+      } at offset ${bad}); convert it to UTF-8`,
+    );
+  }
+  return Effect.try({
+    try: () => new TextDecoder("utf-8", { fatal: true }).decode(bytes),
+    catch: (cause) =>
+      new DataError({
+        file: path,
+        message: `${path}: not valid UTF-8 (${describe(cause)})`,
+      }),
+  });
+};
+
+/** Reads a UTF-8 text file (see {@link decodeText}), failing with a DataError that names it. */
 export const readText = (path: string): Effect.Effect<string, DataError> =>
   Effect.tryPromise({
-    try: () => Deno.readTextFile(path),
+    try: () => Deno.readFile(path),
     catch: (cause) =>
       new DataError({
         file: path,
         message: `cannot read ${path}: ${describe(cause)}`,
       }),
-  });
+  }).pipe(Effect.flatMap((bytes) => decodeText(bytes, path)));
 
 const statPath = (path: string): Effect.Effect<Deno.FileInfo, DataError> =>
   path === ""

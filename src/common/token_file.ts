@@ -31,6 +31,9 @@ export const TOKEN_FILE_HEADER_BYTES = 64;
 /** Length of the tokenizer hash in the header. */
 export const TOKENIZER_HASH_BYTES = 32;
 
+// The zero padding after the hash.
+const PADDING_START = 20 + TOKENIZER_HASH_BYTES;
+
 /** An opened token file. */
 export interface TokenFile {
   /** The file's path. */
@@ -129,7 +132,8 @@ export interface OpenTokenFileOptions {
 /**
  * Checks a token file's bytes and returns a typed view of its ids (no copy
  * when the ids are 4-byte aligned). Fails on bad magic, an unknown version or
- * dtype, a size that does not match the count, or an unexpected hash.
+ * dtype, non-zero padding, a size that does not match the count, or an
+ * unexpected hash.
  */
 export const parseTokenFile = (
   bytes: Uint8Array,
@@ -162,6 +166,17 @@ export const parseTokenFile = (
     const dtype = view.getUint32(8, true);
     if (dtype !== 0 && dtype !== 1) {
       return fail(`unknown dtype ${dtype} (0 = u16, 1 = u32)`);
+    }
+    // Reserved: a reader that ignored them could not write the same file back.
+    const padding = bytes.subarray(PADDING_START, TOKEN_FILE_HEADER_BYTES)
+      .findIndex((b) => b !== 0);
+    if (padding >= 0) {
+      const at = PADDING_START + padding;
+      return fail(
+        `header bytes ${PADDING_START}–${
+          TOKEN_FILE_HEADER_BYTES - 1
+        } must be zero (byte ${at} is ${bytes[at]})`,
+      );
     }
     const count = view.getBigUint64(12, true);
     const width = dtype === 0 ? 2 : 4;

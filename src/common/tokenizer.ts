@@ -58,6 +58,17 @@ const CACHE_LIMIT = 200_000;
 const escapeRegExp = (s: string): string =>
   s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
+// A token can be as long as its file; a message quotes at most this much.
+const MAX_QUOTE_CHARS = 80;
+
+/** A string as JSON, cut to {@link MAX_QUOTE_CHARS}. */
+const quote = (text: string | undefined): string => {
+  const json = JSON.stringify(text) ?? "undefined";
+  return json.length > MAX_QUOTE_CHARS
+    ? `${json.slice(0, MAX_QUOTE_CHARS - 1)}…`
+    : json;
+};
+
 /**
  * A byte-level BPE tokenizer. Ids are dense (0 … vocabSize−1); each merge
  * `(left, right)` of rank r turns the adjacent pair into the token
@@ -99,7 +110,7 @@ export class Tokenizer {
     tokens.forEach((t, id) => {
       if (this.vocab.has(t)) {
         throw new Error(
-          `tokens: ${JSON.stringify(t)} appears twice (ids ${
+          `tokens: ${quote(t)} appears twice (ids ${
             this.vocab.get(t)
           } and ${id})`,
         );
@@ -110,9 +121,9 @@ export class Tokenizer {
     for (const s of specialTokens) {
       if (tokens[s.id] !== s.content) {
         throw new Error(
-          `specialTokens: id ${s.id} holds ${
-            JSON.stringify(tokens[s.id])
-          }, not ${JSON.stringify(s.content)}`,
+          `specialTokens: id ${s.id} holds ${quote(tokens[s.id])}, not ${
+            quote(s.content)
+          }`,
         );
       }
       this.specialIds.set(s.content, s.id);
@@ -143,8 +154,8 @@ export class Tokenizer {
       const c = this.vocab.get(l + r);
       if (a === undefined || b === undefined || c === undefined) {
         throw new Error(
-          `merges: rank ${rank} (${JSON.stringify(l)}, ${
-            JSON.stringify(r)
+          `merges: rank ${rank} (${quote(l)}, ${
+            quote(r)
           }) uses or makes a token missing from the vocabulary`,
         );
       }
@@ -489,9 +500,7 @@ export const parseTokenizerJson = (
       if (held !== undefined && held !== token) {
         return yield* Effect.fail(
           fail(
-            `id ${id} is both ${JSON.stringify(held)} and ${
-              JSON.stringify(token)
-            }`,
+            `id ${id} is both ${quote(held)} and ${quote(token)}`,
           ),
         );
       }
@@ -514,7 +523,7 @@ export const parseTokenizerJson = (
         const parts = m.split(" ");
         if (parts.length !== 2) {
           return yield* Effect.fail(
-            fail(`model.merges[${i}] = ${JSON.stringify(m)} is not "a b"`),
+            fail(`model.merges[${i}] = ${quote(m)} is not "a b"`),
           );
         }
         merges.push([parts[0], parts[1]]);

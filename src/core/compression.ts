@@ -158,10 +158,18 @@ export function compressionStats(
   const f16Bytes = sum(stats(f16Map, specs).map((t) => t.bytes));
   const totalParams = sum(tensors.map((t) => t.params));
   const totalBytes = sum(tensors.map((t) => t.bytes));
+  // One pass over the tensors (a filter per layer was quadratic in depth).
+  const layerParams = new Float64Array(config.num_layers);
+  const layerBytes = new Float64Array(config.num_layers);
+  tensors.forEach((t, i) => {
+    const layer = specs[i].layer;
+    if (layer === undefined) return;
+    layerParams[layer] += t.params;
+    layerBytes[layer] += t.bytes;
+  });
   const layers = Array.from({ length: config.num_layers }, (_, layer) => {
-    const inLayer = tensors.filter((_, i) => specs[i].layer === layer);
-    const params = sum(inLayer.map((t) => t.params));
-    const bytes = sum(inLayer.map((t) => t.bytes));
+    const params = layerParams[layer];
+    const bytes = layerBytes[layer];
     return { layer, params, bytes, bitsPerParam: 8 * bytes / params };
   });
   return {

@@ -19,11 +19,29 @@
  * @module
  */
 import { Effect, Stream } from "effect";
-import { END_OF_TEXT } from "../common/tokenizer.ts";
+import { END_OF_TEXT, type Tokenizer } from "../common/tokenizer.ts";
 import { InferenceError } from "./errors.ts";
-import type { KvSession } from "./runtime.ts";
 import { type SamplerOptions, TokenSampler } from "./sampling.ts";
 import { TextStreamer } from "./text_stream.ts";
+
+/**
+ * What {@link generate} needs of a session: the CPU's `KvSession`, or the
+ * WebGPU runtime's `WebGpuSession` (whose logits arrive asynchronously).
+ */
+export interface GenerationSession {
+  /** The model, for its tokenizer. */
+  readonly model: { readonly tokenizer: Tokenizer };
+  /** Tokens the cache holds at most. */
+  readonly contextLength: number;
+  /** Whether a full cache drops its oldest token. */
+  readonly slidingWindow: boolean;
+  /** Tokens seen so far. */
+  readonly position: number;
+  /** Runs the prompt; the logits of its last token. */
+  prefill(ids: ArrayLike<number>): Float32Array | Promise<Float32Array>;
+  /** Appends one token; its logits. */
+  decode(id: number): Float32Array | Promise<Float32Array>;
+}
 
 /** Options of {@link generate}: sampling, penalties, seed and when to stop. */
 export interface GenerateOptions extends SamplerOptions {
@@ -89,7 +107,7 @@ interface State {
  * option is out of range.
  */
 export function generate(
-  session: KvSession,
+  session: GenerationSession,
   prompt: ArrayLike<number>,
   options: GenerateOptions,
 ): Stream.Stream<GenerationEvent, InferenceError> {
@@ -128,7 +146,7 @@ export function generate(
         generatedTokens: state.generated,
         generateSeconds: (performance.now() - state.t0) / 1000,
       });
-      const step = (): GenerationEvent | undefined => {
+      const step = async (): Promise<GenerationEvent | undefined> => {
         if (state.done) return undefined;
         if (state.end !== undefined) {
           state.done = true;
@@ -136,7 +154,7 @@ export function generate(
         }
         if (state.logits === undefined) {
           const t = performance.now();
-          state.logits = session.prefill(prompt);
+          state.logits = await session.prefill(prompt);
           state.t0 = performance.now();
           state.promptSeconds = (state.t0 - t) / 1000;
         }
@@ -156,15 +174,15 @@ export function generate(
         // conversation can continue after it.
         const room = session.slidingWindow ||
           session.position < session.contextLength;
-        if (room) state.logits = session.decode(id);
+        if (room) state.logits = await session.decode(id);
         if (streamer.stopped) state.end = end("stop");
         else if (!room) state.end = end("context");
         return { _tag: "Token", id, text };
       };
       return Stream.unfold(undefined, () =>
-        Effect.try({
-          try: () => {
-            const e = step();
+        Effect.tryPromise({
+          try: async () => {
+            const e = await step();
             return e === undefined ? undefined : [e, undefined] as const;
           },
           catch: asInferenceError,

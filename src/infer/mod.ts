@@ -1,7 +1,8 @@
 /**
  * Inference: a trained model's weights quantized once ({@link ModelWeights}),
  * run forward on the CPU without an autograd tape ({@link InferenceModel}:
- * batched scoring, and prefill + decode over a preallocated KV cache),
+ * batched scoring, and prefill + decode over a preallocated KV cache; the
+ * same on a WebGPU device with {@link WebGpuInferenceModel}),
  * sampling (greedy, temperature, top-k, top-p, min-p, penalties, seeded) and
  * generation as an effect `Stream` of tokens with their text.
  *
@@ -26,3 +27,4 @@ export * from "./runtime.ts";
 export * from "./sampling.ts";
 export * from "./text_stream.ts";
 export * from "./weights.ts";
+export * from "./webgpu_runtime.ts";

@@ -11,7 +11,7 @@
 import { Effect, type Scope } from "effect";
 import { ComputeBackend } from "../backend/service.ts";
 import type { ConfigError } from "../common/config_file.ts";
-import { encodeConfigJson } from "../common/config_file.ts";
+import { encodeConfigJson, loadConfig } from "../common/config_file.ts";
 import type { OneBitLlmConfig } from "../common/config.ts";
 import { prepareDataset } from "../common/dataset.ts";
 import { openTokenFile } from "../common/token_file.ts";
@@ -19,6 +19,8 @@ import { tokenizerHash, tokenizerToJson } from "../common/tokenizer.ts";
 import { DataError } from "../common/text_sources.ts";
 import { unigramPerplexity } from "../common/batches.ts";
 import { writeFileAtomic } from "../common/atomic_write.ts";
+import { modelTensors, tensorNumel } from "../core/tensors.ts";
+import { readHfForTraining } from "../infer/formats/hf.ts";
 import { BUDGET_OVERRUN, BudgetPlanner } from "./budget.ts";
 import {
   CHECKPOINT_FILES,
@@ -80,6 +82,17 @@ export interface RunOptions {
   readonly out: string;
   /** Continue the checkpoint in `out`, with its saved settings. */
   readonly resume: boolean;
+  /**
+   * On resume: the run's new total of steps (at least the steps done), its LR
+   * schedule stretched or shortened to end there. Absent: the saved total.
+   */
+  readonly resumeSteps?: number;
+  /**
+   * A new run starting from the latent weights of this transformers BitNet
+   * directory (an `hf` export, or one PyTorch wrote), with fresh optimizer
+   * moments; `config` must be its model (see `readHfConfig`).
+   */
+  readonly init?: string;
   /** Training text; absent: the built-in Brown corpus (on resume: the run's own). */
   readonly data?: string;
   /** Where prepared datasets are cached. */
@@ -119,6 +132,106 @@ export interface RunResult {
   readonly stoppedEarly: boolean;
 }
 
+/** `settings` ending at `steps` (unchanged when undefined). */
+const withSteps = (
+  settings: TrainSettings,
+  steps: number | undefined,
+): TrainSettings =>
+  steps === undefined || steps === settings.steps ? settings : {
+    ...settings,
+    steps,
+    lr: { ...settings.lr, totalSteps: steps },
+  };
+
+/** Names a run writes into its directory (anything else is the user's). */
+const RUN_ENTRY =
+  /^(config\.json|metrics\.jsonl|loss\.svg|latest(\.tmp-.*)?|ckpt-\d+-[0-9a-f]+|search)$/;
+
+/**
+ * Fails unless `dir` may hold a new run: a non-empty path that is missing, an
+ * empty directory, or one holding only a run's own files (e.g. a run stopped
+ * before its first checkpoint). Anything else would be overwritten
+ * (`config.json`, `metrics.jsonl`, `loss.svg`) or mixed with the run's files.
+ */
+const checkNewRunDir = (dir: string): Effect.Effect<void, TrainError> =>
+  Effect.gen(function* () {
+    if (dir.trim() === "") {
+      return yield* new TrainError({
+        message: "--out: empty path; give the run a directory",
+      });
+    }
+    const foreign = yield* Effect.promise(async () => {
+      try {
+        const names: string[] = [];
+        for await (const e of Deno.readDir(dir)) {
+          if (!RUN_ENTRY.test(e.name)) names.push(e.name);
+        }
+        return names.sort();
+      } catch (e) {
+        return e instanceof Deno.errors.NotFound ? [] : [String(e)];
+      }
+    });
+    if (foreign.length > 0) {
+      return yield* new TrainError({
+        message: `--out: ${dir} is not a run directory (it holds ${
+          foreign.slice(0, 3).join(", ")
+        }${
+          foreign.length > 3 ? ` and ${foreign.length - 3} more` : ""
+        }); give a new or empty directory`,
+      });
+    }
+  });
+
+/** The tensor shapes of the model that `dir`'s current checkpoint config describes. */
+const savedShapes = (
+  dir: string,
+): Effect.Effect<Map<string, readonly number[]>, DataError | ConfigError> =>
+  Effect.gen(function* () {
+    const path = yield* resolveCheckpoint(dir);
+    const config = yield* loadConfig(`${path}/${CHECKPOINT_FILES.config}`);
+    return new Map(modelTensors(config).map((s) => [s.name, s.shape]));
+  });
+
+/**
+ * Fails with a DataError naming the token file when it holds fewer than
+ * `minTokens` ids (validation needs one window of seqLen + 1) or an id
+ * outside [0, vocabSize), which the embedding lookup would read out of bounds.
+ */
+const checkTokens = (
+  file: { readonly path: string; readonly ids: ArrayLike<number> },
+  vocabSize: number,
+  minTokens: number,
+): Effect.Effect<void, DataError> =>
+  Effect.suspend(() => {
+    const { path, ids } = file;
+    if (ids.length < minTokens) {
+      return Effect.fail(
+        new DataError({
+          file: path,
+          message:
+            `${path}: ${ids.length} tokens, fewer than one window of ${minTokens}${
+              minTokens > 1
+                ? " (give more validation text, or a smaller --seq)"
+                : ""
+            }`,
+        }),
+      );
+    }
+    for (let i = 0; i < ids.length; i++) {
+      if (ids[i] >= vocabSize) {
+        return Effect.fail(
+          new DataError({
+            file: path,
+            message: `${path}: token ${i} is ${
+              ids[i]
+            }, outside the vocabulary [0, ${vocabSize}); rebuild the dataset (delete its directory)`,
+          }),
+        );
+      }
+    }
+    return Effect.void;
+  });
+
 const hasCheckpoint = (dir: string): Effect.Effect<boolean> =>
   resolveCheckpoint(dir).pipe(
     Effect.map(() => true),
@@ -154,8 +267,13 @@ export function runTraining(
           `${out} already holds a checkpoint; pass --resume to continue it, or --out for a new run`,
       });
     }
+    if (!options.resume) yield* checkNewRunDir(out);
     const checkpoint = options.resume
-      ? yield* loadCheckpoint(out, { expectedConfig: options.config })
+      ? yield* loadCheckpoint(out, {
+        expectedConfig: options.config,
+        // The tensors must be the model of the checkpoint's own config.
+        expectedShapes: yield* savedShapes(out),
+      })
       : undefined;
     const resumed: RunState | undefined = checkpoint &&
       (yield* decodeRunState(
@@ -169,8 +287,18 @@ export function runTraining(
     // A resume reads the run's own text unless told otherwise.
     const data = options.data ?? resumed?.data;
     const budget = resumed ? undefined : options.budget;
-    const given = resumed?.settings ?? options.settings ??
-      budget?.settingsFor(1);
+    if (
+      resumed && options.resumeSteps !== undefined &&
+      options.resumeSteps < resumed.step
+    ) {
+      return yield* new TrainError({
+        message:
+          `--steps: the run in ${out} is at step ${resumed.step} already; give --steps ${resumed.step} or more`,
+      });
+    }
+    const given =
+      (resumed && withSteps(resumed.settings, options.resumeSteps)) ??
+        options.settings ?? budget?.settingsFor(1);
     if (given === undefined) {
       return yield* new TrainError({ message: "no training settings given" });
     }
@@ -193,9 +321,26 @@ export function runTraining(
           `${checkpoint.path}/tokenizer.json differs from the dataset's tokenizer ${files.tokenizer}: resume with the same --data`,
       });
     }
+    const imported = options.init === undefined || checkpoint
+      ? undefined
+      : yield* readHfForTraining(options.init, tokenizer);
+    if (imported !== undefined) {
+      for (const spec of modelTensors(config)) {
+        if (imported.params.get(spec.name)?.length !== tensorNumel(spec)) {
+          return yield* new DataError({
+            file: options.init!,
+            message:
+              `${options.init}: its model does not match the config (tensor ${spec.name})`,
+          });
+        }
+      }
+      yield* say(`initialized from ${options.init}`);
+    }
     const hash = tokenizerHash(tokenizer);
     const train = yield* openTokenFile(files.train, { expectedHash: hash });
     const valid = yield* openTokenFile(files.valid, { expectedHash: hash });
+    yield* checkTokens(train, config.vocab_size, 1);
+    yield* checkTokens(valid, config.vocab_size, given.seqLen + 1);
     const unigramPpl = unigramPerplexity(
       train.ids,
       valid.ids,
@@ -231,7 +376,15 @@ export function runTraining(
     const { model, optimizer } = yield* acquireTraining(
       config,
       settings,
-      checkpoint,
+      checkpoint ?? (imported && {
+        params: imported.params,
+        moments: new Map(
+          [...imported.params].map(([name, v]) => [name, {
+            m: new Float32Array(v.length),
+            v: new Float32Array(v.length),
+          }]),
+        ),
+      }),
     );
     const trainer = yield* Effect.try({
       try: () =>
@@ -255,7 +408,11 @@ export function runTraining(
           file,
           message: `${file}: sampler ${
             e instanceof Error ? e.message : String(e)
-          } (resume with the same --data)`,
+          } (${
+            checkpoint
+              ? "resume with the same --data"
+              : "lower --batch or --seq, or give more text"
+          })`,
         });
       },
     });
@@ -450,8 +607,27 @@ export function runTraining(
         `time budget reached at step ${trainer.step} of ${trainer.settings.steps}; continue with --resume --out ${out}`,
       );
     }
+    const writeCurve = Effect.gen(function* () {
+      const history = yield* readMetrics(`${out}/metrics.jsonl`);
+      yield* writeFileAtomic(
+        `${out}/loss.svg`,
+        lossCurveSvg(history, { title: `Loss — ${out}` }),
+      );
+    });
     yield* say("evaluating on the whole validation split …");
-    const final = yield* trainer.evaluate(valid.ids);
+    // Ctrl-C here loses only the final figure: the training is saved.
+    const final = yield* trainer.evaluate(valid.ids).pipe(
+      Effect.onInterrupt(() =>
+        writeCurve.pipe(
+          Effect.andThen(say(
+            `interrupted during the final evaluation: the run's ${trainer.step} steps are saved in ${out} (loss.svg without the final validation); score it with \`eval --model ${out}\``,
+          )),
+          Effect.catch((e) =>
+            say(`interrupted during the final evaluation: ${e.message}`)
+          ),
+        )
+      ),
+    );
     const finalEval = {
       step: trainer.step,
       valLoss: final.loss,
@@ -467,11 +643,7 @@ export function runTraining(
         final.tokens.toLocaleString("en-US")
       } tokens`,
     );
-    const history = yield* readMetrics(`${out}/metrics.jsonl`);
-    yield* writeFileAtomic(
-      `${out}/loss.svg`,
-      lossCurveSvg(history, { title: `Loss — ${out}` }),
-    );
+    yield* writeCurve;
     return {
       steps: trainer.step,
       plannedSteps: trainer.settings.steps,

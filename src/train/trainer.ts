@@ -358,6 +358,7 @@ export function evaluateModel(
     for (let i = 0; i < take; i++) picked[i] = Math.floor(i * windows / take);
     let nll = 0;
     let count = 0;
+    let lastTurn = performance.now();
     for (let first = 0; first < take; first += o.batch) {
       const rows = Math.min(o.batch, take - first);
       const ids = new Int32Array(rows * o.seqLen);
@@ -400,6 +401,12 @@ export function evaluateModel(
       );
       nll += batchNll * rows * o.seqLen;
       count += rows * o.seqLen;
+      // A macrotask turn now and then, so a signal (Ctrl-C) can interrupt a
+      // long evaluation between batches.
+      if (performance.now() - lastTurn > 100) {
+        yield* Effect.sleep(0);
+        lastTurn = performance.now();
+      }
     }
     const loss = nll / count;
     return { loss, ppl: Math.exp(loss), tokens: count };

@@ -1,13 +1,16 @@
 /**
- * The matmul thread pool: products and whole training runs are bit-identical
- * for 1, 2 and 3 threads, and the workers stop with `close` (the test
+ * The kernels' thread pool: f32 and ternary products and whole training runs
+ * are bit-identical for 1, 2 and 3 threads, and the workers stop with `close` (the test
  * sanitizers would report a leaked worker).
  */
 import { strict as assert } from "node:assert";
 import fc from "fast-check";
 import { Effect } from "effect";
 import { CpuBackend } from "../../src/backend/cpu/cpu_backend.ts";
-import { WasmKernels } from "../../src/backend/wasm/wasm_kernels.ts";
+import {
+  ternaryPaddedCols,
+  WasmKernels,
+} from "../../src/backend/wasm/wasm_kernels.ts";
 import { ComputeBackend } from "../../src/backend/service.ts";
 import { PRESETS } from "../../src/common/presets.ts";
 import {
@@ -70,6 +73,67 @@ Deno.test("matmul on 1, 2 and 3 threads: bit-identical on random shapes and layo
   }
 });
 
+Deno.test("ternaryMatmul on 1, 2 and 3 threads: bit-identical", async () => {
+  const pools = await Promise.all(
+    [1, 2, 3].map((threads) => WasmKernels.create({ threads })),
+  );
+  try {
+    fc.assert(
+      fc.property(
+        fc.record({
+          tokens: fc.integer({ min: 1, max: 300 }),
+          n: fc.integer({ min: 1, max: 200 }),
+          k: fc.integer({ min: 1, max: 600 }),
+          seed: fc.integer(),
+        }),
+        ({ tokens, n, k, seed }) => {
+          const r = rng(seed);
+          const X = Float32Array.from({ length: tokens * k }, r);
+          const W = Float32Array.from({ length: n * k }, r);
+          const kpad = ternaryPaddedCols(k);
+          const outs = pools.map((K) => {
+            const x = K.alloc(4 * X.length), w = K.alloc(4 * W.length);
+            const codes = K.alloc(tokens * kpad), packed = K.alloc(n * kpad);
+            const sums = K.alloc(4 * tokens), inv = K.alloc(4 * tokens);
+            const out = K.alloc(4 * tokens * n);
+            K.f32(x, X.length).set(X);
+            K.f32(w, W.length).set(W);
+            K.quantizeRows({
+              x,
+              rows: tokens,
+              cols: k,
+              out: codes,
+              invScales: inv,
+              sums,
+            });
+            K.packTernary({ w, rows: n, cols: k, invScale: 8, out: packed });
+            K.ternaryMatmul({
+              w: packed,
+              n,
+              k,
+              x: codes,
+              tokens,
+              sums,
+              invScales: inv,
+              scale: 0.37,
+              out,
+            });
+            const y = K.f32(out, tokens * n).slice();
+            for (const p of [x, w, codes, packed, sums, inv, out]) K.free(p);
+            return y;
+          });
+          assert.deepEqual(outs[1], outs[0]);
+          assert.deepEqual(outs[2], outs[0]);
+        },
+      ),
+      // The first example is large enough to be split (tokens·n·kpad ≥ 16M).
+      { numRuns: 25, examples: [[{ tokens: 300, n: 200, k: 600, seed: 1 }]] },
+    );
+  } finally {
+    for (const K of pools) K.close();
+  }
+});
+
 Deno.test("training on 1, 2 and 3 threads: the same losses bit for bit", async () => {
   const config = {
     ...PRESETS.tiny,
@@ -79,7 +143,7 @@ Deno.test("training on 1, 2 and 3 threads: the same losses bit for bit", async (
     intermediate_size: 96,
     max_seq_len: 32,
   };
-  // 256 tokens a step: the head and FFN products are large enough to split.
+  // 256 tokens a step: the LM head products (256×64×300) are large enough to split.
   const settings = defaultSettings(config, 6, {
     batch: 8,
     seqLen: 32,

@@ -108,6 +108,49 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "train --init DIR starts a run from an hf export's latent weights",
+  sanitizeResources: false,
+  fn: async () => {
+    const out = `${dir}/from-hf`;
+    // A learning rate of 1e-12 leaves the imported weights as they are.
+    const r = await cli(
+      "train",
+      "--init",
+      `${dir}/hf`,
+      "--steps",
+      "1",
+      "--lr",
+      "1e-12",
+      "--warmup",
+      "0",
+      "--out",
+      out,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const source = await Effect.runPromise(readHfDirectory(`${dir}/hf`));
+    const started = await Effect.runPromise(loadTrainedRun(out));
+    assert.deepEqual(started.config, source.config);
+    for (const [name, v] of source.params) {
+      const w = started.params.get(name)!;
+      assert.ok(w.every((x, i) => Math.abs(x - v[i]) < 1e-9), name);
+    }
+    const both = await cli(
+      "train",
+      "--init",
+      `${dir}/hf`,
+      "--resume",
+      "--out",
+      out,
+    );
+    assert.equal(both.code, 1);
+    assert.match(
+      both.stderr,
+      /^error: --init starts a new run .*: drop --resume/m,
+    );
+  },
+});
+
 Deno.test("export CLI: bad flags and files give one error line naming them, exit 1", async () => {
   const cases: Array<[string[], RegExp]> = [
     [

@@ -187,7 +187,7 @@ Deno.test("hf reader: bad directories fail with one DataError naming the file", 
       },
     }, /disagrees/);
     await expectFailure(
-      { num_hidden_layers: 1e9, ternary_core: undefined },
+      { num_hidden_layers: 1000, ternary_core: undefined },
       /tensors, but config\.json describes a model of/,
     );
     // No ternary_core: the transformers keys and an all-ternary bit map.

@@ -187,18 +187,6 @@ Deno.test({
         new RegExp(flag),
       );
     }
-    assertOneError(
-      await cli([
-        "infer",
-        "--model",
-        run,
-        "--prompt",
-        "x",
-        "--backend",
-        "webgpu",
-      ]),
-      /webgpu.*not supported yet/,
-    );
     assertOneError(await cli(["infer", "--model", run]), /--prompt/);
   },
 });

@@ -64,16 +64,44 @@ export const JOB = {
   chunk: 18,
   /** `generation · 65536 + next chunk · 256 + chunks` (at most 255 chunks). */
   claim: 19,
+  /** Ternary jobs: per-token sums and inverse scales, and the weight scale's f32 bits. */
+  sums: 20,
+  invScales: 21,
+  scaleBits: 22,
+  /** Set to 1 when a chunk threw (a kernel trap): the caller rethrows. */
+  error: 23,
   /** Workspace pointer of thread i at `work + i`. */
   work: 32,
   /** Words in the block (up to 96 threads). */
   words: 128,
 } as const;
 
-/** Op code of a matmul job. */
+/** Op code of an f32 matmul job (rows of C split). */
 export const OP_MATMUL = 1;
+/**
+ * Op code of a ternary × int8 job (`tmatmul`: tokens split). Words: `a` the
+ * packed weights, `b` the int8 tokens (row stride `lda` bytes), `c` the
+ * output (row stride `ldc` floats), `m` tokens, `n` weight rows, `k` the
+ * padded depth, and `sums`, `invScales`, `scaleBits`; `mr` is the chunk unit.
+ */
+export const OP_TERNARY = 3;
 /** Op code that stops the workers. */
 export const OP_QUIT = 2;
+
+/** The `tmatmul` export of the kernel module. */
+export type TernaryExport = (
+  w: number,
+  n: number,
+  kpad: number,
+  x: number,
+  ldx: number,
+  tokens: number,
+  sums: number,
+  invs: number,
+  wscale: number,
+  out: number,
+  ldo: number,
+) => void;
 
 /** What a worker is started with. */
 export interface InitMessage {
@@ -111,7 +139,12 @@ export function runChunks(
     if (next >= (w & 255)) return;
     if (Atomics.compareExchange(ctrl, JOB.claim, w, w + 256) !== w) continue;
     const i0 = next * chunk;
-    runShare(exports, ctrl, { i0, rows: Math.min(chunk, m - i0) }, work);
+    try {
+      runShare(exports, ctrl, { i0, rows: Math.min(chunk, m - i0) }, work);
+    } catch {
+      // Counted as done all the same, so that the caller never waits forever.
+      Atomics.store(ctrl, JOB.error, 1);
+    }
     Atomics.add(ctrl, JOB.done, 1);
     Atomics.notify(ctrl, JOB.done);
   }
@@ -126,6 +159,23 @@ export function runShare(
 ): void {
   const flags = ctrl[JOB.flags], lda = ctrl[JOB.lda], ldc = ctrl[JOB.ldc];
   const { i0, rows } = share;
+  if (Atomics.load(ctrl, JOB.op) === OP_TERNARY) {
+    const scale = new Float32Array(Int32Array.of(ctrl[JOB.scaleBits]).buffer);
+    (exports.tmatmul as unknown as TernaryExport)(
+      ctrl[JOB.a] >>> 0,
+      ctrl[JOB.n],
+      ctrl[JOB.k],
+      (ctrl[JOB.b] >>> 0) + i0 * lda,
+      lda,
+      rows,
+      (ctrl[JOB.sums] >>> 0) + 4 * i0,
+      (ctrl[JOB.invScales] >>> 0) + 4 * i0,
+      scale[0],
+      (ctrl[JOB.c] >>> 0) + 4 * i0 * ldc,
+      ldc,
+    );
+    return;
+  }
   // Row i of op(A) starts at i·lda, or at column i when A is stored K×M.
   const aOff = (flags & 1) !== 0 ? 4 * i0 : 4 * i0 * lda;
   exports[`matmul_${ctrl[JOB.mr]}x${ctrl[JOB.nr]}`](
@@ -209,10 +259,11 @@ export class MatmulPool {
   }
 
   /**
-   * Runs a matmul job across the pool: writes `job` (word → value), runs the
-   * caller's share with `work0`, and returns when every worker is done.
+   * Runs a job (`op`, and its words as word → value) across the pool, the
+   * caller's chunks with workspace `work0`; returns when all chunks are done.
    */
   run(
+    op: typeof OP_MATMUL | typeof OP_TERNARY,
     job: ReadonlyArray<readonly [number, number]>,
     exports: Record<string, MatmulExport>,
     work0: number,
@@ -225,8 +276,9 @@ export class MatmulPool {
     ctrl[JOB.chunk] = chunk;
     const chunks = Math.ceil(m / chunk);
     const gen = (Atomics.load(ctrl, JOB.generation) + 1) & 0xffff;
-    Atomics.store(ctrl, JOB.op, OP_MATMUL);
+    Atomics.store(ctrl, JOB.op, op);
     Atomics.store(ctrl, JOB.done, 0);
+    Atomics.store(ctrl, JOB.error, 0);
     Atomics.store(ctrl, JOB.claim, gen * 65536 + chunks);
     Atomics.store(ctrl, JOB.generation, gen);
     Atomics.notify(ctrl, JOB.generation);
@@ -235,6 +287,11 @@ export class MatmulPool {
       const done = Atomics.load(ctrl, JOB.done);
       if (done >= chunks) break;
       if (spin > 1000) Atomics.wait(ctrl, JOB.done, done, 1);
+    }
+    if (Atomics.load(ctrl, JOB.error) !== 0) {
+      throw new RangeError(
+        "kernels: a threaded kernel trapped (an argument points outside the memory)",
+      );
     }
   }
 

@@ -19,7 +19,13 @@ import {
   PORTABLE_KERNELS_BASE64,
   RELAXED_KERNELS_BASE64,
 } from "./kernels.wasm.ts";
-import { JOB, type MatmulExport, MatmulPool } from "./matmul_pool.ts";
+import {
+  JOB,
+  type MatmulExport,
+  MatmulPool,
+  OP_MATMUL,
+  OP_TERNARY,
+} from "./matmul_pool.ts";
 
 /**
  * Which kernel module runs: `"relaxed"` (relaxed SIMD: fused multiply-add and
@@ -534,7 +540,7 @@ interface KernelExports extends TrainingKernels {
 
 const PAGE = 65536;
 /** Multiply-adds from which a matmul is split across the pool's threads. */
-const PARALLEL_MACS = 1 << 20;
+const PARALLEL_MACS = 1 << 22;
 const MAX_PAGES = 65536;
 const ALIGN = 64;
 const I32_MAX = 0x7fffffff;
@@ -832,6 +838,7 @@ export class WasmKernels {
       }
     }
     pool.run(
+      OP_MATMUL,
       [
         [JOB.a, a],
         [JOB.b, b],
@@ -925,18 +932,41 @@ export class WasmKernels {
     this.#checkRange(sums, 4 * tokens, "sums", 4);
     this.#checkRange(invScales, 4 * tokens, "invScales", 4);
     this.#checkRange(out, 4 * WasmKernels.#extent(tokens, n, ldo), "out", 4);
-    this.#k.tmatmul(
-      w,
-      n,
-      kpad,
-      x,
-      kpad,
-      tokens,
-      sums,
-      invScales,
-      scale,
-      out,
-      ldo,
+    const pool = this.#pool;
+    if (pool === undefined || tokens * n * kpad < 4 * PARALLEL_MACS) {
+      this.#k.tmatmul(
+        w,
+        n,
+        kpad,
+        x,
+        kpad,
+        tokens,
+        sums,
+        invScales,
+        scale,
+        out,
+        ldo,
+      );
+      return;
+    }
+    pool.run(
+      OP_TERNARY,
+      [
+        [JOB.a, w],
+        [JOB.b, x],
+        [JOB.c, out],
+        [JOB.m, tokens],
+        [JOB.n, n],
+        [JOB.k, kpad],
+        [JOB.lda, kpad],
+        [JOB.ldc, ldo],
+        [JOB.sums, sums],
+        [JOB.invScales, invScales],
+        [JOB.scaleBits, new Int32Array(Float32Array.of(scale).buffer)[0]],
+        [JOB.mr, 4],
+      ],
+      this.#k as unknown as Record<string, MatmulExport>,
+      0,
     );
   }
 

@@ -124,9 +124,9 @@ export async function requestGpuDevice(
   }
   let adapter: GPUAdapter | null;
   try {
-    adapter = await gpu.requestAdapter({
-      powerPreference: options.powerPreference,
-    });
+    adapter = await withQuietWayland(() =>
+      gpu.requestAdapter({ powerPreference: options.powerPreference })
+    );
   } catch (cause) {
     throw new GpuRequestError(
       "no-adapter",
@@ -162,6 +162,36 @@ export async function requestGpuDevice(
     GPU_LIMIT_NAMES.map((name) => [name, device.limits[name]]),
   ) as unknown as GpuLimits;
   return { device, info, limits };
+}
+
+const envGranted = (variable: string): boolean =>
+  Deno.permissions.querySync({ name: "env", variable }).state === "granted";
+
+/**
+ * Runs the first adapter request so that libwayland stays quiet. wgpu's GL
+ * backend probes for a Wayland display, and without XDG_RUNTIME_DIR
+ * libwayland prints "error: XDG_RUNTIME_DIR is invalid or not set in the
+ * environment." (twice) on stderr, though nothing is wrong. When no Wayland
+ * display is reachable anyway (no XDG_RUNTIME_DIR, no absolute
+ * WAYLAND_DISPLAY, no WAYLAND_SOCKET), XDG_RUNTIME_DIR is pointed at
+ * `/dev/null` for the request — an absolute path under which no socket can
+ * exist, so the connection fails silently — and removed again after it (wgpu
+ * creates its instance, and probes, once per process). Without permission to
+ * read and set those variables the request runs as it is.
+ */
+async function withQuietWayland<A>(request: () => Promise<A>): Promise<A> {
+  const vars = ["XDG_RUNTIME_DIR", "WAYLAND_DISPLAY", "WAYLAND_SOCKET"];
+  const quiet = vars.every(envGranted) &&
+    Deno.env.get("XDG_RUNTIME_DIR") === undefined &&
+    Deno.env.get("WAYLAND_SOCKET") === undefined &&
+    !(Deno.env.get("WAYLAND_DISPLAY") ?? "").startsWith("/");
+  if (!quiet) return await request();
+  Deno.env.set("XDG_RUNTIME_DIR", "/dev/null");
+  try {
+    return await request();
+  } finally {
+    Deno.env.delete("XDG_RUNTIME_DIR");
+  }
 }
 
 function adapterInfo(adapter: GPUAdapter): GpuAdapterInfo {

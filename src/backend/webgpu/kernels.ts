@@ -1215,6 +1215,199 @@ export class WebGpuKernels {
     );
   }
 
+  /**
+   * Per-token int8 activations for {@link WebGpuKernels.ternaryLinear}, per row
+   * of x (rows × cols): `s = 127 / max(max|x|, eps)`, `q = clamp(round(x·s),
+   * −128, 127)` (half to even on the exact product), packed four to a u32 in
+   * rows of `ternaryPaddedCols(cols) / 4` words (zero-padded); `stats` gets
+   * per row `[1/s', Σ q]` with `1/s' = max(max|q| / s, eps) / 127`.
+   */
+  quantizeActivations(
+    encoder: GPUCommandEncoder,
+    args: {
+      readonly x: GPUBuffer;
+      readonly q: GPUBuffer;
+      readonly stats: GPUBuffer;
+      readonly rows: number;
+      readonly cols: number;
+      readonly eps?: number;
+    },
+  ): void {
+    const { rows, cols } = args;
+    requireInt("rows", rows, 1);
+    requireInt("cols", cols, 1);
+    const words = paddedCols(cols) / 4;
+    this.#launch(
+      encoder,
+      "qlinear",
+      "quantize",
+      {
+        x: ["x", args.x, rows * cols],
+        q_out: ["q", args.q, rows * words],
+        s_out: ["stats", args.stats, 2 * rows],
+      },
+      {
+        rows,
+        n: 0,
+        k: cols,
+        kw: words,
+        scale: 0,
+        eps: args.eps ?? QUANT_EPS,
+      },
+      this.#rows(rows),
+    );
+  }
+
+  /**
+   * Int8 × ternary product: `out[t, r] = (Σ_j w_rj·q_tj) · γ / s'_t` for `rows`
+   * tokens of `q`/`stats` from {@link WebGpuKernels.quantizeActivations} and
+   * the `n × k` weights packed by `packTernaryRows` (2-bit codes `w + 1`),
+   * summed in integers.
+   */
+  ternaryLinear(
+    encoder: GPUCommandEncoder,
+    args: {
+      readonly q: GPUBuffer;
+      readonly stats: GPUBuffer;
+      readonly w: GPUBuffer;
+      readonly out: GPUBuffer;
+      readonly rows: number;
+      readonly n: number;
+      readonly k: number;
+      readonly scale: number;
+    },
+  ): void {
+    const { rows, n, k } = args;
+    requireInt("rows", rows, 1);
+    requireInt("n", n, 1);
+    requireInt("k", k, 1);
+    requireFinite("scale", args.scale);
+    const kpad = paddedCols(k);
+    this.#launch(
+      encoder,
+      "qlinear",
+      "ternary",
+      {
+        w: ["w", args.w, n * kpad / 16],
+        xq: ["q", args.q, rows * kpad / 4],
+        xs: ["stats", args.stats, 2 * rows],
+        out: ["out", args.out, rows * n],
+      },
+      { rows, n, k, kw: kpad / 16, scale: args.scale, eps: 0 },
+      this.#linearGroups(rows, n),
+    );
+  }
+
+  /** `out[t, r] = Σ_j w[r, j]·x[t, j]` (f32) for `rows` tokens and `n × k` weights. */
+  denseLinear(
+    encoder: GPUCommandEncoder,
+    args: {
+      readonly x: GPUBuffer;
+      readonly w: GPUBuffer;
+      readonly out: GPUBuffer;
+      readonly rows: number;
+      readonly n: number;
+      readonly k: number;
+    },
+  ): void {
+    const { rows, n, k } = args;
+    requireInt("rows", rows, 1);
+    requireInt("n", n, 1);
+    requireInt("k", k, 1);
+    this.#launch(
+      encoder,
+      "qlinear",
+      "dense",
+      {
+        x: ["x", args.x, rows * k],
+        wf: ["w", args.w, n * k],
+        out: ["out", args.out, rows * n],
+      },
+      { rows, n, k, kw: 0, scale: 0, eps: 0 },
+      this.#linearGroups(rows, n),
+    );
+  }
+
+  /**
+   * Writes `tokens` new key or value rows (`src`, `[tokens, kvHeads·headDim]`)
+   * into a head-major cache (`[kvHeads, ctx, headDim]`) at rows
+   * `(slot0 + t) mod ctx`.
+   */
+  kvStore(
+    encoder: GPUCommandEncoder,
+    args: KvCacheShape & {
+      readonly src: GPUBuffer;
+      readonly cache: GPUBuffer;
+      readonly slot0: number;
+    },
+  ): void {
+    const a = kvParams(args, args.heads ?? args.kvHeads, 0, args.slot0);
+    const n = args.tokens * a.kvRow;
+    this.#launch(
+      encoder,
+      "kv_attention",
+      "store",
+      {
+        src: ["src", args.src, n],
+        cache: ["cache", args.cache, a.cacheElems],
+      },
+      a.uniform,
+      groupsFor(n, 256),
+    );
+  }
+
+  /**
+   * Attention of `tokens` new queries (`q`, `[tokens, heads·headDim]`, query t
+   * at position `pos0 + t`) over head-major caches `k`, `v`
+   * (`[kvHeads, ctx, headDim]`): query t sees rows `[0, min(pos0 + t + 1, ctx))`;
+   * `out = softmax(scale·q·Kᵀ)·V` per head, grouped-query heads sharing a kv head.
+   */
+  kvAttention(
+    encoder: GPUCommandEncoder,
+    args: KvCacheShape & {
+      readonly heads: number;
+      readonly q: GPUBuffer;
+      readonly k: GPUBuffer;
+      readonly v: GPUBuffer;
+      readonly out: GPUBuffer;
+      readonly pos0: number;
+      readonly scale?: number;
+    },
+  ): void {
+    const a = kvParams(
+      args,
+      args.heads,
+      args.pos0,
+      0,
+      args.scale ?? 1 / Math.sqrt(args.headDim),
+    );
+    const qElems = args.tokens * args.heads * args.headDim;
+    this.#launch(
+      encoder,
+      "kv_attention",
+      "attend",
+      {
+        q: ["q", args.q, qElems],
+        k_cache: ["k", args.k, a.cacheElems],
+        v_cache: ["v", args.v, a.cacheElems],
+        out: ["out", args.out, qElems],
+      },
+      a.uniform,
+      this.#rows(args.tokens * args.heads),
+    );
+  }
+
+  // Workgroups of the linear kernels: 8 output features × 4 tokens each.
+  #linearGroups(rows: number, n: number): Groups {
+    const groups = [Math.ceil(n / 8), Math.ceil(rows / 4), 1] as const;
+    if (groups[0] > this.#maxGroups || groups[1] > this.#maxGroups) {
+      throw new Error(
+        `a ${rows} × ${n} linear output needs more workgroups than the device allows`,
+      );
+    }
+    return groups;
+  }
+
   #quantStats(): GPUBuffer {
     return this.#stats ??= this.pool.acquire(2 * 4);
   }
@@ -1472,6 +1665,63 @@ function attentionParams(shape: AttentionShape): {
       heads,
       kv_heads: kvHeads,
       head_dim: headDim,
+      scale,
+    },
+  };
+}
+
+/** The shape of a KV cache call; see {@link WebGpuKernels.kvAttention}. */
+export interface KvCacheShape {
+  /** New tokens. */
+  readonly tokens: number;
+  /** Query heads (a multiple of `kvHeads`). */
+  readonly heads?: number;
+  /** Key/value heads. */
+  readonly kvHeads: number;
+  /** Dimensions per head, at most 256. */
+  readonly headDim: number;
+  /** Rows of the cache per kv head (the context length). */
+  readonly ctx: number;
+}
+
+// Int8 activations and ternary rows are padded to whole blocks of 64 (as the
+// CPU's packTernaryRows).
+function paddedCols(cols: number): number {
+  return Math.ceil(cols / 64) * 64;
+}
+
+// Validates a KV cache call; returns its sizes and uniform.
+function kvParams(
+  shape: KvCacheShape,
+  heads: number,
+  pos0: number,
+  slot0: number,
+  scale = 1,
+): { kvRow: number; cacheElems: number; uniform: Record<string, number> } {
+  const { tokens, kvHeads, headDim, ctx } = shape;
+  requireInt("tokens", tokens, 1);
+  requireInt("heads", heads, 1);
+  requireInt("kvHeads", kvHeads, 1);
+  requireInt("headDim", headDim, 1);
+  requireInt("ctx", ctx, 1);
+  requireInt("pos0", pos0, 0);
+  requireInt("slot0", slot0, 0);
+  requireFinite("scale", scale);
+  if (heads % kvHeads !== 0) {
+    throw new Error(`kvHeads = ${kvHeads} must divide heads = ${heads}`);
+  }
+  if (headDim > 256) throw new Error(`headDim must be ≤ 256, got ${headDim}`);
+  return {
+    kvRow: kvHeads * headDim,
+    cacheElems: kvHeads * ctx * headDim,
+    uniform: {
+      tokens,
+      heads,
+      kv_heads: kvHeads,
+      head_dim: headDim,
+      ctx,
+      pos0,
+      slot0,
       scale,
     },
   };

@@ -78,9 +78,11 @@ export type KernelName =
   | "attention"
   | "embedding"
   | "grad_clip"
+  | "kv_attention"
   | "layernorm"
   | "matmul_register"
   | "matmul_shared"
+  | "qlinear"
   | "reduce"
   | "rmsnorm"
   | "rope"
@@ -618,6 +620,112 @@ fn main() {
 }
 `,
   },
+  /** `kernels/kv_attention.wgsl`: Attention of new tokens over a session's preallocated KV cache (inference). */
+  kv_attention: {
+    storage: [["src", 0, "read", "f32"], ["q", 1, "read", "f32"], ["k_cache", 2, "read", "f32"], ["v_cache", 3, "read", "f32"], ["cache", 4, "read_write", "f32"], ["out", 5, "read_write", "f32"]],
+    uniform: ["params", 6, "Params", [["tokens", "u32"], ["heads", "u32"], ["kv_heads", "u32"], ["head_dim", "u32"], ["ctx", "u32"], ["pos0", "u32"], ["slot0", "u32"], ["scale", "f32"]]],
+    entries: { store: ["src", "cache", "params"], attend: ["q", "k_cache", "v_cache", "out", "params"] },
+    code: WORKGROUP_REDUCE_WGSL + `// Attention of new tokens over a session's preallocated KV cache (inference).
+// The caches are head-major, [kv_heads, ctx, head_dim]; new rows are
+// [tokens, kv_heads·head_dim]; q and out are [tokens, heads·head_dim]. Query
+// head h reads kv head h / (heads / kv_heads).
+//   store:  cache row (slot0 + t) mod ctx of kv head g ← src[t, g, :]
+//   attend: query t (at position pos0 + t) sees cache rows [0, min(pos0 + t + 1, ctx)),
+//           its predecessors and itself (a full ring: every row; attention is
+//           order-free, positions live in RoPE), s_j = scale·q·k_j,
+//           out = Σ_j softmax(s)_j·v_j (online softmax over chunks of keys).
+// attend: one workgroup per (token, head); invocation i owns dims i, i + 64, …
+// (head_dim ≤ 256).
+
+const WG: u32 = 64u;
+const CH: u32 = 256u;
+const PER: u32 = 4u;
+// #include prelude/workgroup_reduce.wgsl
+
+var<workgroup> chunk: array<f32, CH>;
+var<workgroup> qrow: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn store(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let dim = params.head_dim;
+  let row = params.kv_heads * dim;
+  let n = params.tokens * row;
+  for (var i = gid.x; i < n; i += groups.x * 256u) {
+    let t = i / row;
+    let g = (i % row) / dim;
+    let d = i % dim;
+    let slot = (params.slot0 + t) % params.ctx;
+    cache[(g * params.ctx + slot) * dim + d] = src[i];
+  }
+}
+
+@compute @workgroup_size(WG)
+fn attend(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let dim = params.head_dim;
+  let group = params.heads / params.kv_heads;
+  for (var r = wid.x; r < params.tokens * params.heads; r += groups.x) {
+    let t = r / params.heads;
+    let h = r % params.heads;
+    let kv0 = (h / group) * params.ctx * dim;
+    let seen = min(params.pos0 + t + 1u, params.ctx);
+    for (var d = lid.x; d < dim; d += WG) {
+      qrow[d] = q[r * dim + d];
+    }
+    workgroupBarrier();
+    var m = 0.0;
+    var l = 0.0;
+    var acc = array<f32, PER>(0.0, 0.0, 0.0, 0.0);
+    for (var c0 = 0u; c0 < seen; c0 += CH) {
+      let count = min(CH, seen - c0);
+      var local_max = -3.4028235e38;
+      for (var j = lid.x; j < count; j += WG) {
+        let base = kv0 + (c0 + j) * dim;
+        var s = 0.0;
+        for (var d = 0u; d < dim; d++) {
+          s = fma(qrow[d], k_cache[base + d], s);
+        }
+        s *= params.scale;
+        chunk[j] = s;
+        local_max = max(local_max, s);
+      }
+      let chunk_max = workgroup_max(local_max, lid.x);
+      var m_new = chunk_max;
+      var alpha = 0.0;
+      if (c0 > 0u) {
+        m_new = max(m, chunk_max);
+        alpha = exp(m - m_new);
+      }
+      var local_sum = 0.0;
+      for (var j = lid.x; j < count; j += WG) {
+        let p = exp(chunk[j] - m_new);
+        chunk[j] = p;
+        local_sum += p;
+      }
+      l = l * alpha + workgroup_sum(local_sum, lid.x);
+      for (var i = 0u; i < PER; i++) {
+        let d = lid.x + i * WG;
+        if (d < dim) {
+          var a = acc[i] * alpha;
+          for (var j = 0u; j < count; j++) {
+            a = fma(chunk[j], v_cache[kv0 + (c0 + j) * dim + d], a);
+          }
+          acc[i] = a;
+        }
+      }
+      m = m_new;
+      workgroupBarrier();
+    }
+    for (var i = 0u; i < PER; i++) {
+      let d = lid.x + i * WG;
+      if (d < dim) {
+        out[r * dim + d] = acc[i] / l;
+      }
+    }
+    workgroupBarrier();
+  }
+}
+`,
+  },
   /** `kernels/layernorm.wgsl`: LayerNorm over the rows of x (rows × dim), one workgroup per row (grid-stride over rows). */
   layernorm: {
     storage: [["x", 0, "read", "f32"], ["w", 1, "read", "f32"], ["b", 2, "read", "f32"], ["dy", 3, "read", "f32"], ["mean_in", 4, "read", "f32"], ["rstd_in", 5, "read", "f32"], ["out0", 6, "read_write", "f32"], ["out1", 7, "read_write", "f32"], ["out2", 8, "read_write", "f32"]],
@@ -920,6 +1028,183 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: ve
           v += c[idx];
         }
         c[idx] = v;
+      }
+    }
+  }
+}
+`,
+  },
+  /** `kernels/qlinear.wgsl`: Inference linears (no autograd), as the CPU runtime computes them. */
+  qlinear: {
+    storage: [["x", 0, "read", "f32"], ["w", 1, "read", "u32"], ["wf", 2, "read", "f32"], ["xq", 3, "read", "u32"], ["xs", 4, "read", "f32"], ["q_out", 5, "read_write", "u32"], ["s_out", 6, "read_write", "f32"], ["out", 7, "read_write", "f32"]],
+    uniform: ["params", 8, "Params", [["rows", "u32"], ["n", "u32"], ["k", "u32"], ["kw", "u32"], ["scale", "f32"], ["eps", "f32"]]],
+    entries: { quantize: ["x", "q_out", "s_out", "params"], ternary: ["w", "xq", "xs", "out", "params"], dense: ["x", "wf", "out", "params"] },
+    code: WORKGROUP_REDUCE_WGSL + `// Inference linears (no autograd), as the CPU runtime computes them.
+//   quantize: per-token absmax int8 activations (one workgroup per row):
+//     s = 127 / max(max_j |x_j|, eps) (WGSL division: within 2.5 ulp; exact
+//     on llvmpipe),
+//     q_j = clamp(round(x_j·s), −128, 127) rounded half to even on the exact
+//     product x_j·s (as the CPU's f64 act_quant), packed four to a u32
+//     (pack4xI8, rows zero-padded to kpad = a multiple of 64); per row
+//     stats = [1/s', Σ q] with 1/s' = max(max_j |q_j| / s, eps) / 127: the step
+//     the CPU reads back from its fake-quantized q / s.
+//   ternary: out[t, r] = f32(Σ_j c_rj·q_tj − Σ_j q_tj) · (γ · 1/s'_t), with
+//     c = w + 1 the 2-bit codes of packTernaryRows (per row blocks of 64
+//     weights in 16 bytes, byte i holding weight 16j + i in bits 2j..2j+1):
+//     u32 word i of a row holds, in (word >> 2j) & 0x03030303, the codes of
+//     the 4 activations of q word 16·(i / 4) + 4j + i % 4. Integer sums, so
+//     exactly the CPU's result.
+//   dense: out[t, r] = Σ_j wf[r, j]·x[t, j] (f32; eightbit and f16 linears,
+//     the LM head).
+// ternary/dense: a workgroup computes ROWS output features × TT tokens, LANES
+// invocations per feature striding over its words, summed by a tree.
+
+const WG: u32 = 256u;
+const ROWS: u32 = 8u;
+const LANES: u32 = 32u;
+const TT: u32 = 4u;
+// #include prelude/workgroup_reduce.wgsl
+
+var<workgroup> red_i: array<i32, 1024>; // TT · WG
+var<workgroup> red_x: array<f32, 1024>;
+
+// round(v·s) half to even on the exact product: a tie of the f32 product is
+// broken by the sign of its rounding error.
+fn round_exact(v: f32, s: f32) -> f32 {
+  let p = v * s;
+  let f = floor(p);
+  if (p - f == 0.5) {
+    let e = fma(v, s, -p);
+    if (e > 0.0) {
+      return f + 1.0;
+    }
+    if (e < 0.0) {
+      return f;
+    }
+  }
+  return round(p);
+}
+
+fn code(v: f32, s: f32) -> i32 {
+  return i32(clamp(round_exact(v, s), -128.0, 127.0));
+}
+
+@compute @workgroup_size(WG)
+fn quantize(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let k = params.k;
+  let words = params.kw;
+  for (var row = wid.x; row < params.rows; row += groups.x) {
+    let base = row * k;
+    var m = 0.0;
+    for (var j = lid.x; j < k; j += WG) {
+      m = max(m, abs(x[base + j]));
+    }
+    let mx = workgroup_max(m, lid.x);
+    let s = 127.0 / max(mx, params.eps);
+    var sum = 0.0;
+    for (var i = lid.x; i < words; i += WG) {
+      var c = vec4i(0);
+      for (var b = 0u; b < 4u; b++) {
+        let j = 4u * i + b;
+        if (j < k) {
+          c[b] = code(x[base + j], s);
+        }
+      }
+      q_out[row * words + i] = pack4xI8(c);
+      sum += f32(c.x + c.y + c.z + c.w);
+    }
+    let total = workgroup_sum(sum, lid.x);
+    if (lid.x == 0u) {
+      let qmax = abs(f32(code(mx, s)));
+      s_out[2u * row] = max(qmax / s, params.eps) / 127.0;
+      s_out[2u * row + 1u] = total;
+    }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn ternary(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let r = wid.x * ROWS + lid.x / LANES;
+  let lane = lid.x % LANES;
+  let t0 = wid.y * TT;
+  let kw = params.kw;
+  var acc = array<i32, TT>(0, 0, 0, 0);
+  if (r < params.n) {
+    for (var i = lane; i < kw; i += LANES) {
+      let word = w[r * kw + i];
+      let xb = (i / 4u) * 16u + i % 4u;
+      let c0 = word & 0x03030303u;
+      let c1 = (word >> 2u) & 0x03030303u;
+      let c2 = (word >> 4u) & 0x03030303u;
+      let c3 = (word >> 6u) & 0x03030303u;
+      for (var tt = 0u; tt < TT; tt++) {
+        let t = t0 + tt;
+        if (t < params.rows) {
+          let xo = t * 4u * kw + xb;
+          acc[tt] += dot4I8Packed(xq[xo], c0) + dot4I8Packed(xq[xo + 4u], c1) +
+            dot4I8Packed(xq[xo + 8u], c2) + dot4I8Packed(xq[xo + 12u], c3);
+        }
+      }
+    }
+  }
+  for (var tt = 0u; tt < TT; tt++) {
+    red_i[tt * WG + lid.x] = acc[tt];
+  }
+  workgroupBarrier();
+  for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+      for (var tt = 0u; tt < TT; tt++) {
+        red_i[tt * WG + lid.x] += red_i[tt * WG + lid.x + s];
+      }
+    }
+    workgroupBarrier();
+  }
+  if (lane == 0u && r < params.n) {
+    for (var tt = 0u; tt < TT; tt++) {
+      let t = t0 + tt;
+      if (t < params.rows) {
+        let dot = red_i[tt * WG + lid.x] - i32(xs[2u * t + 1u]);
+        out[t * params.n + r] = f32(dot) * (params.scale * xs[2u * t]);
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn dense(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let r = wid.x * ROWS + lid.x / LANES;
+  let lane = lid.x % LANES;
+  let t0 = wid.y * TT;
+  let k = params.k;
+  var acc = array<f32, TT>(0.0, 0.0, 0.0, 0.0);
+  if (r < params.n) {
+    for (var j = lane; j < k; j += LANES) {
+      let v = wf[r * k + j];
+      for (var tt = 0u; tt < TT; tt++) {
+        let t = t0 + tt;
+        if (t < params.rows) {
+          acc[tt] = fma(v, x[t * k + j], acc[tt]);
+        }
+      }
+    }
+  }
+  for (var tt = 0u; tt < TT; tt++) {
+    red_x[tt * WG + lid.x] = acc[tt];
+  }
+  workgroupBarrier();
+  for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+      for (var tt = 0u; tt < TT; tt++) {
+        red_x[tt * WG + lid.x] += red_x[tt * WG + lid.x + s];
+      }
+    }
+    workgroupBarrier();
+  }
+  if (lane == 0u && r < params.n) {
+    for (var tt = 0u; tt < TT; tt++) {
+      let t = t0 + tt;
+      if (t < params.rows) {
+        out[t * params.n + r] = red_x[tt * WG + lid.x];
       }
     }
   }

@@ -476,6 +476,64 @@ function floatValues(t: SafetensorsTensor): Float32Array | undefined {
 }
 
 /**
+ * The config (and, from ours, the bit map) of a transformers BitNet directory,
+ * from its config.json alone (see {@link readHfDirectory}).
+ */
+export const readHfConfig = (
+  dir: string,
+): Effect.Effect<
+  { readonly config: Config; readonly bitMap: LayerBitMap | undefined },
+  DataError
+> =>
+  Effect.gen(function* () {
+    const configPath = `${dir}/${HF_FILES.config}`;
+    const fail = (message: string) =>
+      Effect.fail(
+        new DataError({
+          file: configPath,
+          message: `${configPath}: ${message}`,
+        }),
+      );
+    const raw = yield* readJson(configPath);
+    const hf = yield* Schema.decodeUnknownEffect(HfConfigJson)(raw).pipe(
+      Effect.mapError((e) =>
+        new DataError({
+          file: configPath,
+          message:
+            `${configPath}: not a transformers BitNet config with online quantization: ${e.message}`,
+        })
+      ),
+    );
+    const fromKeys = configFromHf(hf);
+    if (typeof fromKeys === "string") return yield* fail(fromKeys);
+    if (hf.ternary_core === undefined) {
+      return { config: fromKeys, bitMap: undefined };
+    }
+    const decoded = yield* Effect.try({
+      try: () => ({
+        config: Schema.decodeUnknownSync(OneBitLlmConfig)(
+          hf.ternary_core!.config,
+        ),
+        bitMap: Schema.decodeUnknownSync(LayerBitMap)(
+          hf.ternary_core!.bit_map,
+        ),
+      }),
+      catch: (e) =>
+        new DataError({
+          file: configPath,
+          message: `${configPath}: ternary_core: ${describe(e)}`,
+        }),
+    });
+    const differs = disagreement(decoded.config, fromKeys);
+    if (differs !== undefined) return yield* fail(differs);
+    const issues = bitMapIssues(decoded.config, decoded.bitMap);
+    if (issues.length > 0) {
+      return yield* fail(`ternary_core.bit_map: ${issues.join("; ")}`);
+    }
+    return decoded;
+  });
+
+/**
  * Reads a transformers BitNet directory (ours, or one written by PyTorch,
  * e.g. `bitnet_ref.py --save`) back to a config, bit map, tokenizer and latent
  * f32 weights under our tensor names. `ternary_core.config`/`bit_map` in
@@ -492,51 +550,10 @@ export const readHfDirectory = (
   dir: string,
 ): Effect.Effect<HfModel, DataError> =>
   Effect.gen(function* () {
-    const configPath = `${dir}/${HF_FILES.config}`;
     const fail = (file: string, message: string) =>
       Effect.fail(new DataError({ file, message: `${file}: ${message}` }));
-    const raw = yield* readJson(configPath);
-    const hf = yield* Schema.decodeUnknownEffect(HfConfigJson)(raw).pipe(
-      Effect.mapError((e) =>
-        new DataError({
-          file: configPath,
-          message:
-            `${configPath}: not a transformers BitNet config with online quantization: ${e.message}`,
-        })
-      ),
-    );
-    const fromKeys = configFromHf(hf);
-    if (typeof fromKeys === "string") return yield* fail(configPath, fromKeys);
-    let config = fromKeys;
-    let bitMap: LayerBitMap | undefined;
-    if (hf.ternary_core !== undefined) {
-      const decoded = yield* Effect.try({
-        try: () => ({
-          config: Schema.decodeUnknownSync(OneBitLlmConfig)(
-            hf.ternary_core!.config,
-          ),
-          bitMap: Schema.decodeUnknownSync(LayerBitMap)(
-            hf.ternary_core!.bit_map,
-          ),
-        }),
-        catch: (e) =>
-          new DataError({
-            file: configPath,
-            message: `${configPath}: ternary_core: ${describe(e)}`,
-          }),
-      });
-      const differs = disagreement(decoded.config, fromKeys);
-      if (differs !== undefined) return yield* fail(configPath, differs);
-      const issues = bitMapIssues(decoded.config, decoded.bitMap);
-      if (issues.length > 0) {
-        return yield* fail(
-          configPath,
-          `ternary_core.bit_map: ${issues.join("; ")}`,
-        );
-      }
-      config = decoded.config;
-      bitMap = decoded.bitMap;
-    }
+    const { config, bitMap: stored } = yield* readHfConfig(dir);
+    let bitMap = stored;
     const modelPath = `${dir}/${HF_FILES.model}`;
     const st = yield* readSafetensors(modelPath);
     // Checked before modelTensors(config) builds a list from the config's sizes.
