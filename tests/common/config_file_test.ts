@@ -119,7 +119,7 @@ Deno.test("a bad value in any field gives a message naming that field", () => {
 Deno.test("specific errors name the field", () => {
   assert.equal(
     configError({ ...base, hidden_size: -3 }),
-    "config.json: at hidden_size: expected a positive integer, got -3",
+    "config.json: at hidden_size: expected an integer in [1, 65,536], got -3",
   );
   assert.equal(
     configError({ ...base, num_layers: "2" }),
