@@ -10,7 +10,7 @@ import { ConfigError, loadBitMap } from "../common/config_file.ts";
 import type { DataError } from "../common/text_sources.ts";
 import { selectEvalWindows } from "../search/evaluator.ts";
 import { openSearchRun } from "../search/run_evaluator.ts";
-import { SearchError } from "../search/space.ts";
+import { SearchError, toSearchError } from "../search/space.ts";
 import { scoreMap } from "../search/weights_evaluator.ts";
 import { UsageError } from "./errors.ts";
 
@@ -55,7 +55,7 @@ export function evalWindowsProgram(flags: {
   readonly evalTokens: number;
   readonly seed: Opt<number>;
   readonly json: boolean;
-}): Effect.Effect<void, UsageError | ConfigError | DataError> {
+}): Effect.Effect<void, UsageError | ConfigError | DataError | SearchError> {
   return Effect.gen(function* () {
     const evalTokens = yield* positiveInt(
       "eval-tokens",
@@ -83,9 +83,10 @@ export function evalWindowsProgram(flags: {
       catch: (e) =>
         e instanceof SearchError ? e : new SearchError({ message: String(e) }),
     }));
-    const s = yield* Effect.promise(() =>
-      scoreMap(run, map, run.valid, windows, run.batch)
-    );
+    const s = yield* Effect.tryPromise({
+      try: () => scoreMap(run, map, run.valid, windows, run.batch),
+      catch: toSearchError,
+    });
     yield* Console.log(
       flags.json
         ? JSON.stringify({ tokens: s.tokens, loss: s.loss, ppl: s.ppl })

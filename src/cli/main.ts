@@ -110,6 +110,7 @@ const USER_ERRORS: ReadonlySet<string> = new Set([
   "ConfigError",
   "DataError",
   "UsageError",
+  "SearchError",
   "NotImplementedError",
   "TrainError",
   "GpuUnavailableError",

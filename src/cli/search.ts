@@ -30,6 +30,7 @@ import {
   parsePins,
   SearchError,
   type SearchSpace,
+  toSearchError,
 } from "../search/space.ts";
 import { openSearchRun, runEvaluator } from "../search/run_evaluator.ts";
 import type { TrainError } from "../train/trainer.ts";
@@ -192,7 +193,12 @@ export function searchProgram(
   flags: SearchFlags,
 ): Effect.Effect<
   void,
-  UsageError | ConfigError | DataError | TrainError | GpuUnavailableError
+  | UsageError
+  | ConfigError
+  | DataError
+  | TrainError
+  | GpuUnavailableError
+  | SearchError
 > {
   return Effect.scoped(Effect.gen(function* () {
     const log = (line: string) => console.error(line);
@@ -419,7 +425,10 @@ export function searchProgram(
         seed: 0,
       });
       const score = (map: LayerBitMap) =>
-        Effect.promise(() => scoreMap(run, map, run.valid, all, run.batch));
+        Effect.tryPromise({
+          try: () => scoreMap(run, map, run.valid, all, run.batch),
+          catch: toSearchError,
+        });
       const ref = yield* score(result.reference.map);
       const chosen = yield* score(c.map);
       log(

@@ -36,6 +36,7 @@ import { DEFAULT_CACHE_DIR, loadTrainedModel } from "../train/trained_model.ts";
 import { evaluateModel, type TrainError } from "../train/trainer.ts";
 import { UsageError } from "./errors.ts";
 import { evalWindowsProgram } from "./eval_windows.ts";
+import type { SearchError } from "../search/space.ts";
 import { resolveBitMapFlag, resolveConfig } from "./stats.ts";
 
 const int = (name: string, description: string) =>
@@ -460,7 +461,12 @@ export function evalProgram(flags: {
   readonly backend: "auto" | "cpu" | "webgpu";
 }): Effect.Effect<
   void,
-  UsageError | ConfigError | DataError | TrainError | GpuUnavailableError
+  | UsageError
+  | ConfigError
+  | DataError
+  | TrainError
+  | GpuUnavailableError
+  | SearchError
 > {
   const textFile = Option.getOrUndefined(flags.text);
   const evalTokens = Option.getOrUndefined(flags.evalTokens);

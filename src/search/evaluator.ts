@@ -14,7 +14,7 @@ import { Rng } from "../common/rng.ts";
 import { Tape } from "../backend/tape.ts";
 import { ComputeBackend } from "../backend/service.ts";
 import { OneBitLlm } from "../core/model.ts";
-import { SearchError } from "./space.ts";
+import { SearchError, toSearchError } from "./space.ts";
 
 /** Mean NLL and perplexity of one evaluation. */
 export interface Score {
@@ -132,46 +132,49 @@ export function latentEvaluator(
   tokens: TokenArray,
   windows: EvalWindows,
   batch = 16,
-): Evaluator<never, ComputeBackend> {
+): Evaluator<SearchError, ComputeBackend> {
   return (map) =>
     Effect.gen(function* () {
       const backend = yield* ComputeBackend;
-      return yield* Effect.promise(async () => {
-        const m = OneBitLlm.fromValues(
-          model.config,
-          map,
-          backend,
-          model.params,
-        );
-        const { seqLen, starts } = windows;
-        let nll = 0;
-        try {
-          for (let first = 0; first < starts.length; first += batch) {
-            const rows = Math.min(batch, starts.length - first);
-            const b = windowBatch(tokens, windows, first, rows);
-            const ids = backend.upload(b.ids);
-            const targets = backend.upload(b.targets);
-            const tape = new Tape(backend);
-            try {
-              const loss = m.loss(tape, ids, targets, {
-                batch: rows,
-                seqLen,
-                lambda: model.lambda,
-              });
-              const [, batchNll] = await backend.read(loss.value);
-              nll += batchNll * rows * seqLen;
-            } finally {
-              tape.reset();
-              backend.release(ids);
-              backend.release(targets);
+      return yield* Effect.tryPromise({
+        catch: toSearchError,
+        try: async () => {
+          const m = OneBitLlm.fromValues(
+            model.config,
+            map,
+            backend,
+            model.params,
+          );
+          const { seqLen, starts } = windows;
+          let nll = 0;
+          try {
+            for (let first = 0; first < starts.length; first += batch) {
+              const rows = Math.min(batch, starts.length - first);
+              const b = windowBatch(tokens, windows, first, rows);
+              const ids = backend.upload(b.ids);
+              const targets = backend.upload(b.targets);
+              const tape = new Tape(backend);
+              try {
+                const loss = m.loss(tape, ids, targets, {
+                  batch: rows,
+                  seqLen,
+                  lambda: model.lambda,
+                });
+                const [, batchNll] = await backend.read(loss.value);
+                nll += batchNll * rows * seqLen;
+              } finally {
+                tape.reset();
+                backend.release(ids);
+                backend.release(targets);
+              }
             }
+          } finally {
+            m.release();
           }
-        } finally {
-          m.release();
-        }
-        const count = starts.length * seqLen;
-        const loss = nll / count;
-        return { loss, ppl: Math.exp(loss), tokens: count };
+          const count = starts.length * seqLen;
+          const loss = nll / count;
+          return { loss, ppl: Math.exp(loss), tokens: count };
+        },
       });
     });
 }

@@ -21,6 +21,7 @@ import {
   latentEvaluator,
 } from "./evaluator.ts";
 import { weightsEvaluator } from "./weights_evaluator.ts";
+import type { SearchError } from "./space.ts";
 
 /** A trained run with what the search scores it on. */
 export interface SearchRun extends TrainedRun {
@@ -57,7 +58,7 @@ export interface NamedEvaluator {
   /** What computes the scores (recorded in `search.json`). */
   readonly name: string;
   /** The evaluator. */
-  readonly evaluate: Evaluator;
+  readonly evaluate: Evaluator<SearchError>;
 }
 
 /**

@@ -41,6 +41,15 @@ export const SearchErrorBase: new (
 /** Search options that cannot be used: a bad pin, an empty space, a bad limit. */
 export class SearchError extends SearchErrorBase {}
 
+/** A failure while scoring a map (a model that cannot load or run), as a {@link SearchError}. */
+export function toSearchError(cause: unknown): SearchError {
+  return cause instanceof SearchError ? cause : new SearchError({
+    message: `cannot score the bit map: ${
+      cause instanceof Error ? cause.message : String(cause)
+    }`,
+  });
+}
+
 /** Whether a unit is a whole block or a single linear. */
 export type Granularity = "block" | "linear";
 

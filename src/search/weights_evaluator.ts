@@ -23,6 +23,7 @@ import {
   type Score,
   windowBatch,
 } from "./evaluator.ts";
+import { type SearchError, toSearchError } from "./space.ts";
 
 /** What {@link weightsEvaluator} needs of a trained model. */
 export interface QuantizableModel {
@@ -107,7 +108,7 @@ export function weightsEvaluator(
   tokens: TokenArray,
   windows: EvalWindows,
   batch: number,
-): Effect.Effect<Evaluator, never, Scope.Scope> {
+): Effect.Effect<Evaluator<SearchError>, never, Scope.Scope> {
   return Effect.gen(function* () {
     const cache = new QuantizedTensorCache(model);
     const specs = modelTensors(model.config);
@@ -146,9 +147,10 @@ export function weightsEvaluator(
       return next;
     };
     return (map: LayerBitMap) =>
-      Effect.promise(async () =>
-        scoreWindows(await load(map), tokens, windows, batch)
-      );
+      Effect.tryPromise({
+        try: async () => scoreWindows(await load(map), tokens, windows, batch),
+        catch: toSearchError,
+      });
   });
 }
 
