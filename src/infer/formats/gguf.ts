@@ -37,7 +37,6 @@ import { LayerBitMap, type LinearName } from "../../common/layer_bit_map.ts";
 import type { QuantMode } from "../../common/quant_mode.ts";
 import { DataError } from "../../common/text_sources.ts";
 import { type SpecialToken, Tokenizer } from "../../common/tokenizer.ts";
-import { writeFileAtomic } from "../../common/atomic_write.ts";
 import {
   f16BitsToF32,
   f16BitsToF32Array,
@@ -60,6 +59,7 @@ import {
   readU16Array,
 } from "./bytes.ts";
 import { ExportError } from "./errors.ts";
+import { readModelFile, writeModelFile } from "./model_file.ts";
 import {
   decodeGgufFile,
   encodeGgufFile,
@@ -836,29 +836,10 @@ export const writeGgufModel = (
   weights: ModelWeights,
   options: GgufOptions = {},
 ): Effect.Effect<number, ExportError | DataError> =>
-  Effect.try({
-    try: () => encodeGgufModel(weights, options),
-    catch: (e) =>
-      e instanceof ExportError
-        ? e
-        : new ExportError({ message: `${path}: ${describe(e)}` }),
-  }).pipe(
-    Effect.flatMap((bytes) =>
-      writeFileAtomic(path, bytes).pipe(Effect.as(bytes.length))
-    ),
-  );
+  writeModelFile(path, () => encodeGgufModel(weights, options));
 
 /** Reads and decodes a GGUF model file (see {@link decodeGgufModel}). */
 export const readGgufModel = (
   path: string,
 ): Effect.Effect<ModelWeights, DataError> =>
-  Effect.tryPromise({
-    try: () => Deno.readFile(path),
-    catch: (cause) =>
-      new DataError({
-        file: path,
-        message: cause instanceof Deno.errors.NotFound
-          ? `${path}: file not found`
-          : `${path}: cannot read: ${describe(cause)}`,
-      }),
-  }).pipe(Effect.flatMap((bytes) => decodeGgufModel(bytes, path)));
+  readModelFile(path, decodeGgufModel);

@@ -36,7 +36,6 @@ import {
 import { LayerBitMap } from "../../common/layer_bit_map.ts";
 import { DataError } from "../../common/text_sources.ts";
 import { parseTokenizerJson, tokenizerToJson } from "../../common/tokenizer.ts";
-import { writeFileAtomic } from "../../common/atomic_write.ts";
 import { f16BitsToF32Array } from "../../core/f16.ts";
 import {
   pack2bit,
@@ -57,6 +56,7 @@ import {
   readU16Array,
 } from "./bytes.ts";
 import { ExportError } from "./errors.ts";
+import { readModelFile, writeModelFile } from "./model_file.ts";
 import {
   checkedTensors,
   f16Bits,
@@ -562,29 +562,9 @@ export const writePacked = (
   weights: ModelWeights,
   options: PackedOptions = {},
 ): Effect.Effect<number, ExportError | DataError> =>
-  Effect.try({
-    try: () => encodePacked(weights, options),
-    catch: (e) =>
-      e instanceof ExportError
-        ? e
-        : new ExportError({ message: `${path}: ${describe(e)}` }),
-  }).pipe(
-    Effect.flatMap((bytes) =>
-      writeFileAtomic(path, bytes).pipe(Effect.as(bytes.length))
-    ),
-  );
+  writeModelFile(path, () => encodePacked(weights, options));
 
 /** Reads and decodes a `packed` file (see {@link decodePacked}). */
 export const readPacked = (
   path: string,
-): Effect.Effect<ModelWeights, DataError> =>
-  Effect.tryPromise({
-    try: () => Deno.readFile(path),
-    catch: (cause) =>
-      new DataError({
-        file: path,
-        message: cause instanceof Deno.errors.NotFound
-          ? `${path}: file not found`
-          : `${path}: cannot read: ${describe(cause)}`,
-      }),
-  }).pipe(Effect.flatMap((bytes) => decodePacked(bytes, path)));
+): Effect.Effect<ModelWeights, DataError> => readModelFile(path, decodePacked);
