@@ -382,6 +382,15 @@ export class InferenceModel {
       : undefined;
   }
 
+  /** Runs `part` of the forward, adding its time to the profile when profiling. */
+  #timed(part: keyof RuntimeProfile, run: () => void): void {
+    const p = this.#prof;
+    if (p === undefined) return run();
+    const t0 = performance.now();
+    run();
+    p[part] += performance.now() - t0;
+  }
+
   /** The bit map of the weights now loaded (after any {@link setTensor}). */
   get bitMap(): LayerBitMap {
     return this.#bitMap;
@@ -740,11 +749,7 @@ export class InferenceModel {
 
   /** Logits of `n ≤ #headChunk` rows at `h` into the logits buffer. */
   #headRows(h: number, n: number): void {
-    const p = this.#prof;
-    if (p === undefined) return this.#headRowsNow(h, n);
-    const t0 = performance.now();
-    this.#headRowsNow(h, n);
-    p.head += performance.now() - t0;
+    this.#timed("head", () => this.#headRowsNow(h, n));
   }
 
   #headRowsNow(h: number, n: number): void {
@@ -882,11 +887,7 @@ export class InferenceModel {
     b?: Linear,
     c?: Linear,
   ): void {
-    const p = this.#prof;
-    if (p === undefined) return this.#prepareNow(x, rows, cols, a, b, c);
-    const t0 = performance.now();
-    this.#prepareNow(x, rows, cols, a, b, c);
-    p.quantize += performance.now() - t0;
+    this.#timed("quantize", () => this.#prepareNow(x, rows, cols, a, b, c));
   }
 
   #prepareNow(
@@ -921,11 +922,7 @@ export class InferenceModel {
 
   /** `out[rows, L.out] = input · Wᵀ` (input as prepared by {@link #prepare}). */
   #apply(L: Linear, x: number, rows: number, out: number): void {
-    const p = this.#prof;
-    if (p === undefined) return this.#applyNow(L, x, rows, out);
-    const t0 = performance.now();
-    this.#applyNow(L, x, rows, out);
-    p.linears += performance.now() - t0;
+    this.#timed("linears", () => this.#applyNow(L, x, rows, out));
   }
 
   #applyNow(L: Linear, x: number, rows: number, out: number): void {
@@ -1024,11 +1021,7 @@ export class InferenceModel {
     T: number,
     place: KvPlace,
   ): void {
-    const p = this.#prof;
-    if (p === undefined) return this.#attendNow(q, k, vt, out, T, place);
-    const t0 = performance.now();
-    this.#attendNow(q, k, vt, out, T, place);
-    p.attention += performance.now() - t0;
+    this.#timed("attention", () => this.#attendNow(q, k, vt, out, T, place));
   }
 
   #attendNow(
