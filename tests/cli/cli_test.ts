@@ -149,6 +149,23 @@ async function smallRunFiles(): Promise<string> {
   return dir;
 }
 
+/** `train` on {@link smallRunFiles} for `steps` steps of batch 4 into `<dir>/run`. */
+function smallTrainArgs(dir: string, steps: number): string[] {
+  return [
+    "train",
+    "--config",
+    `${dir}/config.json`,
+    "--data",
+    `${dir}/text.txt`,
+    "--steps",
+    String(steps),
+    "--batch",
+    "4",
+    "--out",
+    `${dir}/run`,
+  ];
+}
+
 Deno.test("cli train: Ctrl-C saves a checkpoint between steps and exits", async () => {
   const dir = await smallRunFiles();
   const child = new Deno.Command(Deno.execPath(), {
@@ -157,19 +174,9 @@ Deno.test("cli train: Ctrl-C saves a checkpoint between steps and exits", async 
       "-q",
       "-A",
       MAIN,
-      "train",
-      "--config",
-      `${dir}/config.json`,
-      "--data",
-      `${dir}/text.txt`,
-      "--steps",
-      "100000",
-      "--batch",
-      "4",
+      ...smallTrainArgs(dir, 100000),
       "--eval-every",
       "0",
-      "--out",
-      `${dir}/run`,
     ],
     cwd: dir,
     env: { NO_COLOR: "1" },
@@ -203,21 +210,11 @@ Deno.test("cli train: Ctrl-C saves a checkpoint between steps and exits", async 
 Deno.test("cli train: a diverging run ends with exactly one error line", async () => {
   const dir = await smallRunFiles();
   const r = await cli(
-    "train",
-    "--config",
-    `${dir}/config.json`,
-    "--data",
-    `${dir}/text.txt`,
-    "--steps",
-    "30",
-    "--batch",
-    "4",
+    ...smallTrainArgs(dir, 30),
     "--lr",
     "1e30",
     "--backend",
     "cpu",
-    "--out",
-    `${dir}/run`,
   );
   assert.equal(r.code, 1, r.err);
   const errors = r.err.split("\n").filter((l) => l.startsWith("error:"));
@@ -232,21 +229,7 @@ Deno.test("cli train: a diverging run ends with exactly one error line", async (
 
 Deno.test("cli eval: the run's perplexity, and under another bit map", async () => {
   const dir = await smallRunFiles();
-  const train = await cli(
-    "train",
-    "--config",
-    `${dir}/config.json`,
-    "--data",
-    `${dir}/text.txt`,
-    "--steps",
-    "3",
-    "--batch",
-    "4",
-    "--backend",
-    "cpu",
-    "--out",
-    `${dir}/run`,
-  );
+  const train = await cli(...smallTrainArgs(dir, 3), "--backend", "cpu");
   assert.equal(train.code, 0, train.err);
   const evaluate = (...extra: string[]) =>
     cli(
