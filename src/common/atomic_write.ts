@@ -6,9 +6,7 @@
  */
 import { Effect } from "effect";
 import { DataError } from "./text_sources.ts";
-
-const describe = (cause: unknown): string =>
-  cause instanceof Error ? cause.message : String(cause);
+import { describeCause as describe } from "./describe.ts";
 
 const parentDir = (path: string): string => {
   const cut = path.lastIndexOf("/");

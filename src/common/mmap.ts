@@ -7,6 +7,7 @@
 import { Effect } from "effect";
 import type { Scope } from "effect";
 import { DataError } from "./text_sources.ts";
+import { describeCause as describe } from "./describe.ts";
 
 /**
  * How to get a file's bytes: `"auto"` maps it when FFI is permitted on Linux
@@ -68,9 +69,6 @@ const errno = (lib: Libc): number => {
   const p = lib.errno();
   return p === null ? -1 : new Deno.UnsafePointerView(p).getInt32();
 };
-
-const describe = (cause: unknown): string =>
-  cause instanceof Error ? cause.message : String(cause);
 
 interface Mapping {
   readonly pointer: Deno.PointerObject;

@@ -6,6 +6,7 @@
  * @module
  */
 import { type Cause, Data, Effect } from "effect";
+import { describeCause as describe } from "./describe.ts";
 
 /** The fields of a {@link DataError}. */
 export interface DataErrorFields {
@@ -41,9 +42,6 @@ export const splitDocuments = (docs: readonly string[]): TextSplit => ({
   train: docs.filter((_, i) => i % 10 !== 9),
   valid: docs.filter((_, i) => i % 10 === 9),
 });
-
-const describe = (cause: unknown): string =>
-  cause instanceof Error ? cause.message : String(cause);
 
 /** Offset of the first byte that does not belong to a valid UTF-8 sequence, or -1. */
 export function invalidUtf8Offset(bytes: Uint8Array): number {

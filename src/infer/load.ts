@@ -15,6 +15,7 @@ import { weightsFromTrainedRun } from "./from_latents.ts";
 import { readGgufModel } from "./formats/gguf.ts";
 import { PACKED_MAGIC, readPacked } from "./formats/packed.ts";
 import type { ModelWeights } from "./weights.ts";
+import { describeCause as describe } from "../common/describe.ts";
 
 /** Options of {@link loadModelWeights}. */
 export interface LoadModelOptions {
@@ -25,9 +26,6 @@ export interface LoadModelOptions {
 }
 
 const GGUF_MAGIC = "GGUF";
-
-const describe = (cause: unknown): string =>
-  cause instanceof Error ? cause.message : String(cause);
 
 /** The first `n` bytes of a file (fewer if it is shorter). */
 const head = (path: string, n: number): Effect.Effect<Uint8Array, DataError> =>

@@ -40,6 +40,7 @@ import {
   type Safetensors,
   type SafetensorsTensor,
 } from "../common/safetensors.ts";
+import { describeCause as describe } from "../common/describe.ts";
 
 /** The file in a run directory naming the current checkpoint subdirectory. */
 export const LATEST_FILE = "latest";
@@ -178,9 +179,6 @@ export interface LoadCheckpointOptions {
    */
   readonly skipOptimizer?: boolean;
 }
-
-const describe = (cause: unknown): string =>
-  cause instanceof Error ? cause.message : String(cause);
 
 const shapeText = (shape: readonly number[]): string => `[${shape.join(",")}]`;
 
@@ -354,7 +352,8 @@ export const saveCheckpoint = (
     yield* fsEffect(dir, "flush", () => syncDir(dir));
   });
 
-const exists = (path: string): Effect.Effect<boolean, DataError> =>
+/** Whether `path` exists; a DataError naming it when it cannot be checked. */
+export const pathExists = (path: string): Effect.Effect<boolean, DataError> =>
   fsEffect(path, "read", () =>
     Deno.stat(path).then(() => true, (e) => {
       if (e instanceof Deno.errors.NotFound) return false;
@@ -372,12 +371,12 @@ export const resolveCheckpoint = (
 ): Effect.Effect<string, DataError> =>
   Effect.gen(function* () {
     const latest = `${dir}/${LATEST_FILE}`;
-    if (!(yield* exists(dir))) {
+    if (!(yield* pathExists(dir))) {
       return yield* Effect.fail(
         dataError(dir, "no checkpoint to resume (no such directory)"),
       );
     }
-    if (yield* exists(latest)) {
+    if (yield* pathExists(latest)) {
       const name = (yield* readFileText(latest)).trim();
       if (!SUBDIR.test(name)) {
         return yield* Effect.fail(
@@ -389,7 +388,7 @@ export const resolveCheckpoint = (
       }
       return `${dir}/${name}`;
     }
-    if (yield* exists(`${dir}/${CHECKPOINT_FILES.state}`)) return dir;
+    if (yield* pathExists(`${dir}/${CHECKPOINT_FILES.state}`)) return dir;
     return yield* Effect.fail(
       dataError(
         dir,

@@ -8,6 +8,7 @@
 import { Cause, Effect, Exit, Option, Schema } from "effect";
 import { DataError } from "../common/text_sources.ts";
 import { issueMessage } from "./decode.ts";
+import { describeCause as describe } from "../common/describe.ts";
 
 /** What the trainer knows after one optimizer step. */
 export interface StepMetrics {
@@ -388,9 +389,6 @@ export function parseMetrics(
     return Effect.succeed({ train, eval: evals, notes });
   });
 }
-
-const describe = (cause: unknown): string =>
-  cause instanceof Error ? cause.message : String(cause);
 
 /** Reads and parses a `metrics.jsonl` (see {@link parseMetrics}). Needs read permission. */
 export function readMetrics(

@@ -31,6 +31,7 @@ import {
   CHECKPOINT_FILES,
   LATEST_FILE,
   loadCheckpoint,
+  pathExists,
   resolveCheckpoint,
 } from "./checkpoint.ts";
 import { decodeRunState } from "./run_state.ts";
@@ -71,22 +72,6 @@ export interface LoadTrainedOptions {
   readonly bitMapSource?: string;
 }
 
-const exists = (path: string): Effect.Effect<boolean, DataError> =>
-  Effect.tryPromise({
-    try: () =>
-      Deno.stat(path).then(() => true, (e) => {
-        if (e instanceof Deno.errors.NotFound) return false;
-        throw e;
-      }),
-    catch: (cause) =>
-      new DataError({
-        file: path,
-        message: `${path}: cannot read: ${
-          cause instanceof Error ? cause.message : cause
-        }`,
-      }),
-  });
-
 /**
  * Loads the current checkpoint of the run directory `dir` (or a `ckpt-*`
  * directory given directly) without its optimizer state. Fails with a
@@ -100,12 +85,12 @@ export function loadTrainedRun(
   options: LoadTrainedOptions = {},
 ): Effect.Effect<TrainedRun, DataError | ConfigError> {
   return Effect.gen(function* () {
-    const isRun = (yield* exists(`${dir}/${LATEST_FILE}`)) ||
-      (yield* exists(`${dir}/${CHECKPOINT_FILES.state}`));
+    const isRun = (yield* pathExists(`${dir}/${LATEST_FILE}`)) ||
+      (yield* pathExists(`${dir}/${CHECKPOINT_FILES.state}`));
     if (!isRun) {
       return yield* new DataError({
         file: dir,
-        message: (yield* exists(dir))
+        message: (yield* pathExists(dir))
           ? `${dir}: not a run directory: no \`${LATEST_FILE}\` file`
           : `${dir}: not a run directory: no such directory`,
       });

@@ -24,6 +24,7 @@ import { lrAt } from "./lr_schedule.ts";
 import type { AdamMoments } from "./checkpoint.ts";
 import { AdamW } from "./optimizer.ts";
 import type { TrainSettings } from "./settings.ts";
+import { describeCause as describe } from "../common/describe.ts";
 
 // Where these lived before `settings.ts`; other modules import them from here.
 export { defaultSettings, type TrainSettings } from "./settings.ts";
@@ -82,9 +83,6 @@ export interface EvalResult {
   /** Tokens scored. */
   readonly tokens: number;
 }
-
-const describe = (cause: unknown): string =>
-  cause instanceof Error ? cause.message : String(cause);
 
 /** A failure of `what` as a {@link TrainError} (a TrainError passes through). */
 const trainFailure = (what: string) => (cause: unknown): TrainError =>

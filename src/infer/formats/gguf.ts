@@ -71,6 +71,7 @@ import {
   type GgufValue,
 } from "./gguf_file.ts";
 import { checkedTensors, f16Bits, tensorCount } from "./model_check.ts";
+import { describeCause as describe } from "../../common/describe.ts";
 
 /** Options of {@link encodeGgufModel}. */
 export interface GgufOptions {
@@ -395,9 +396,6 @@ export function encodeGgufModel(
 }
 
 // ---------------------------------------------------------------- reading
-
-const describe = (cause: unknown): string =>
-  cause instanceof Error ? cause.message : String(cause);
 
 /** Metadata accessors that throw a {@link FormatViolation} naming the key. */
 class Meta {

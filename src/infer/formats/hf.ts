@@ -50,6 +50,7 @@ import { modelTensors, type TensorSpec } from "../../core/tensors.ts";
 import { tensorMode } from "../from_latents.ts";
 import { ExportError } from "./errors.ts";
 import { tensorCount } from "./model_check.ts";
+import { describeCause as describe } from "../../common/describe.ts";
 
 /** A model as training holds it: config, bit map, tokenizer and latent weights. */
 export interface HfModel {
@@ -187,9 +188,6 @@ export function hfIssues(
   }
   return out;
 }
-
-const describe = (cause: unknown): string =>
-  cause instanceof Error ? cause.message : String(cause);
 
 const json = (value: unknown): string => JSON.stringify(value, null, 2) + "\n";
 

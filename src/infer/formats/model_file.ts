@@ -10,9 +10,7 @@ import { writeFileAtomic } from "../../common/atomic_write.ts";
 import { DataError } from "../../common/text_sources.ts";
 import type { ModelWeights } from "../weights.ts";
 import { ExportError } from "./errors.ts";
-
-const describe = (cause: unknown): string =>
-  cause instanceof Error ? cause.message : String(cause);
+import { describeCause as describe } from "../../common/describe.ts";
 
 /** Writes `encode()`'s bytes to `path` atomically; returns the size. */
 export const writeModelFile = (

@@ -63,6 +63,7 @@ import {
   storedKind,
   tensorCount,
 } from "./model_check.ts";
+import { describeCause as describe } from "../../common/describe.ts";
 
 /** The 8 bytes a `packed` file starts with. */
 export const PACKED_MAGIC = "TERNPACK";
@@ -281,9 +282,6 @@ const HeaderSchema = Schema.Struct({
   tokenizer: Schema.Unknown,
   tensors: Schema.Array(EntrySchema),
 });
-
-const describe = (cause: unknown): string =>
-  cause instanceof Error ? cause.message : String(cause);
 
 /** Decodes `value` with `schema`, throwing a {@link FormatViolation} naming `what`. */
 function decodeField<T>(
