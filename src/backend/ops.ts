@@ -40,7 +40,9 @@ export interface BitLinearOptions {
  * `W̃ = W + λ_w(Q_w(W) − W)`, `y = x̃ · W̃ᵀ`; backward passes straight through
  * the quantizers: `dx += dy · W̃`, `dW += dyᵀ · x̃`. At λ_a = λ_w = 1 with
  * ternary or binary weights the forward product runs in integers where the
- * backend offers `ternaryLinear`; backward stays in f32.
+ * backend offers `ternaryLinear`: exact sums of the codes, rescaled per
+ * token, which equal `x̃ · W̃ᵀ` to float rounding (and the f32 product of the
+ * codes, rescaled the same way, bit for bit); backward stays in f32.
  */
 export function bitLinear(
   tape: Tape,

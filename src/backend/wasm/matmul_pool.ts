@@ -12,7 +12,9 @@
  * `done`; the caller returns when all chunks are. Claiming (rather than a fixed
  * share per thread) keeps a descheduled worker from stalling the caller on a
  * loaded machine; a worker that wakes late finds the claim word of a newer
- * generation and goes back to sleep.
+ * generation and goes back to sleep. A chunk that throws is counted all the
+ * same, its thread recording the first failure (thread, rows, message) in the
+ * block for the caller to rethrow: no trap leaves the caller waiting.
  *
  * Results are bit-identical for any thread count and any claiming order:
  * every element of C is summed by the same kernel in the same order (the
@@ -68,12 +70,21 @@ export const JOB = {
   sums: 20,
   invScales: 21,
   scaleBits: 22,
-  /** Set to 1 when a chunk threw (a kernel trap): the caller rethrows. */
+  /**
+   * 0, or 1 + the index of the first thread whose chunk threw (a kernel
+   * trap); that thread then writes `errorRow` and the message.
+   */
   error: 23,
+  /** First row of the chunk that threw. */
+  errorRow: 24,
+  /** Length in bytes of the UTF-8 message at word `message`. */
+  errorLength: 25,
   /** Workspace pointer of thread i at `work + i`. */
   work: 32,
-  /** Words in the block (up to 96 threads). */
-  words: 128,
+  /** The first error's message, UTF-8, at most 4 · 64 bytes. */
+  message: 128,
+  /** Words in the block (up to 96 threads, then the message). */
+  words: 192,
 } as const;
 
 /** Op code of an f32 matmul job (rows of C split). */
@@ -123,13 +134,15 @@ export function chunkRows(m: number, mr: number, threads: number): number {
 
 /**
  * Claims and runs chunks of the job of generation `gen` until none is left
- * (or a newer job replaced it), counting each in `done`.
+ * (or a newer job replaced it), counting each in `done`. `thread` is this
+ * thread's index (0: the caller), named in the report of a chunk that throws.
  */
 export function runChunks(
   exports: Record<string, MatmulExport>,
   ctrl: Int32Array,
   gen: number,
   work: number,
+  thread: number,
 ): void {
   const m = ctrl[JOB.m], chunk = ctrl[JOB.chunk];
   for (;;) {
@@ -141,13 +154,66 @@ export function runChunks(
     const i0 = next * chunk;
     try {
       runShare(exports, ctrl, { i0, rows: Math.min(chunk, m - i0) }, work);
-    } catch {
+    } catch (e) {
+      reportFailure(ctrl, thread, i0, e);
+    } finally {
       // Counted as done all the same, so that the caller never waits forever.
-      Atomics.store(ctrl, JOB.error, 1);
+      Atomics.add(ctrl, JOB.done, 1);
+      Atomics.notify(ctrl, JOB.done);
     }
-    Atomics.add(ctrl, JOB.done, 1);
-    Atomics.notify(ctrl, JOB.done);
   }
+}
+
+const MESSAGE_BYTES = 4 * (JOB.words - JOB.message);
+
+/** Records the first failure of a job (later ones are dropped). */
+function reportFailure(
+  ctrl: Int32Array,
+  thread: number,
+  row: number,
+  e: unknown,
+): void {
+  if (Atomics.compareExchange(ctrl, JOB.error, 0, 1 + thread) !== 0) return;
+  const text = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+  const bytes = new TextEncoder().encode(text).subarray(0, MESSAGE_BYTES);
+  new Uint8Array(
+    ctrl.buffer,
+    ctrl.byteOffset + 4 * JOB.message,
+    MESSAGE_BYTES,
+  ).set(bytes);
+  ctrl[JOB.errorRow] = row;
+  ctrl[JOB.errorLength] = bytes.length;
+}
+
+/** The kernel export a job of the control block runs. */
+function kernelName(ctrl: Int32Array): string {
+  return Atomics.load(ctrl, JOB.op) === OP_TERNARY
+    ? "tmatmul"
+    : `matmul_${ctrl[JOB.mr]}x${ctrl[JOB.nr]}`;
+}
+
+/**
+ * The error for the failure {@link reportFailure} recorded: it names the
+ * kernel, the thread and the rows, with the thrown error's own message.
+ */
+function failureError(ctrl: Int32Array): Error {
+  const thread = Atomics.load(ctrl, JOB.error) - 1;
+  const row = ctrl[JOB.errorRow];
+  // slice: TextDecoder does not read shared memory.
+  const message = new TextDecoder().decode(
+    new Uint8Array(
+      ctrl.buffer,
+      ctrl.byteOffset + 4 * JOB.message,
+      ctrl[JOB.errorLength],
+    ).slice(),
+  );
+  const where = thread === 0 ? "the calling thread" : `worker ${thread}`;
+  const m = ctrl[JOB.m], end = Math.min(row + ctrl[JOB.chunk], m) - 1;
+  return new Error(
+    `kernels: ${
+      kernelName(ctrl)
+    } failed on ${where} (rows ${row}–${end} of ${m}): ${message}`,
+  );
 }
 
 /** Runs rows `[i0, i0 + rows)` of the job in `ctrl` with workspace `work`. */
@@ -252,7 +318,7 @@ export class MatmulPool {
       }
       await Promise.all(ready);
     } catch (e) {
-      for (const w of workers) w.terminate();
+      stopWorkers(ctrl, workers);
       throw e;
     }
     return new MatmulPool(threads, control, ctrl, workers);
@@ -261,6 +327,9 @@ export class MatmulPool {
   /**
    * Runs a job (`op`, and its words as word → value) across the pool, the
    * caller's chunks with workspace `work0`; returns when all chunks are done.
+   * A chunk that throws on any thread (a kernel trap: out-of-bounds access,
+   * `unreachable`) still counts as done; once all are, this throws an Error
+   * naming the kernel, the thread and the trap, and the pool stays usable.
    */
   run(
     op: typeof OP_MATMUL | typeof OP_TERNARY,
@@ -282,26 +351,32 @@ export class MatmulPool {
     Atomics.store(ctrl, JOB.claim, gen * 65536 + chunks);
     Atomics.store(ctrl, JOB.generation, gen);
     Atomics.notify(ctrl, JOB.generation);
-    runChunks(exports, ctrl, gen, work0);
+    runChunks(exports, ctrl, gen, work0, 0);
     for (let spin = 0;; spin++) {
       const done = Atomics.load(ctrl, JOB.done);
       if (done >= chunks) break;
       if (spin > 1000) Atomics.wait(ctrl, JOB.done, done, 1);
     }
-    if (Atomics.load(ctrl, JOB.error) !== 0) {
-      throw new RangeError(
-        "kernels: a threaded kernel trapped (an argument points outside the memory)",
-      );
-    }
+    // Every chunk is counted, failed or not, so the pool is idle and usable.
+    if (Atomics.load(ctrl, JOB.error) !== 0) throw failureError(ctrl);
   }
 
   /** Stops the workers (idempotent). */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    Atomics.store(this.#ctrl, JOB.op, OP_QUIT);
-    Atomics.add(this.#ctrl, JOB.generation, 1);
-    Atomics.notify(this.#ctrl, JOB.generation);
-    for (const w of this.#workers) w.terminate();
+    stopWorkers(this.#ctrl, this.#workers);
   }
+}
+
+/**
+ * Publishes the stop and terminates the workers. The stop comes first:
+ * `terminate` alone does not end a worker blocked in `Atomics.wait`, and such
+ * a worker keeps the process from exiting.
+ */
+function stopWorkers(ctrl: Int32Array, workers: readonly Worker[]): void {
+  Atomics.store(ctrl, JOB.op, OP_QUIT);
+  Atomics.add(ctrl, JOB.generation, 1);
+  Atomics.notify(ctrl, JOB.generation);
+  for (const w of workers) w.terminate();
 }

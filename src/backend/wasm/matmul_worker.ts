@@ -28,13 +28,23 @@ scope.onmessage = (e: MessageEvent<InitMessage>) => {
   );
   const exports = instance.exports as Record<string, MatmulExport>;
   const ctrl = new Int32Array(memory.buffer, control, JOB.words);
-  scope.postMessage("ready");
+  // Read before "ready", when the caller cannot have published anything: read
+  // after, it could already be the generation of the stop (`close` right
+  // after a short job), and the wait below would then never return — nor
+  // would `terminate` end it, so the process could not exit.
   let seen = Atomics.load(ctrl, JOB.generation);
+  scope.postMessage("ready");
   for (;;) {
     Atomics.wait(ctrl, JOB.generation, seen);
     seen = Atomics.load(ctrl, JOB.generation);
     if (Atomics.load(ctrl, JOB.op) === OP_QUIT) break;
-    runChunks(exports, ctrl, seen, Atomics.load(ctrl, JOB.work + index));
+    runChunks(
+      exports,
+      ctrl,
+      seen,
+      Atomics.load(ctrl, JOB.work + index),
+      index,
+    );
   }
   scope.postMessage("quit");
 };
