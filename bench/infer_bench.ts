@@ -6,8 +6,9 @@
  *   three alike: tokens/s each and the ratios;
  * - prefill and greedy decode tokens/s at the `ref-4m` and `bitnet-100m`
  *   shapes (random weights, ternary blocks, f16 tied embedding), and the
- *   share of decode time in the block linears, quantization, attention and
- *   the LM head (from a separate, timed run: the clock reads cost a little).
+ *   share of decode time in the block linears, quantization, attention, the
+ *   LM head, greedy sampling and the rest (from a separate, timed run: the
+ *   clock reads cost a little).
  *
  * Times are CPU time of the process (see `clock`), so that other work on a
  * shared machine does not count.
@@ -168,8 +169,14 @@ async function generation(
   s.reset();
   let logits = s.prefill(ids);
   rt.profile(true);
+  let sampling = 0;
   const t0 = performance.now();
-  for (let i = 0; i < gen; i++) logits = s.decode(argmax(logits));
+  for (let i = 0; i < gen; i++) {
+    const ts = performance.now();
+    const next = argmax(logits);
+    sampling += performance.now() - ts;
+    logits = s.decode(next);
+  }
   const total = performance.now() - t0;
   const p = rt.profileTimes!;
   rt.profile(false);
@@ -204,6 +211,19 @@ async function generation(
     {
       name: `${tag}_decode_share_head`,
       value: p.head / total,
+      unit: "fraction",
+    },
+    {
+      name: `${tag}_decode_share_sampling`,
+      value: sampling / total,
+      unit: "fraction",
+    },
+    {
+      // Norms, RoPE, activations, residual adds, KV-cache stores, the
+      // embedding row and the host-side cost of every kernel call.
+      name: `${tag}_decode_share_other`,
+      value: (total - p.linears - p.quantize - p.attention - p.head -
+        sampling) / total,
       unit: "fraction",
     },
   ];

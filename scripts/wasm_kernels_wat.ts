@@ -470,7 +470,7 @@ function matvec(v: WasmVariant): string {
   const rows = range(R);
   const accs = rows.flatMap((r) => [`$s${r}a`, `$s${r}b`]);
   return `
-(func (export "matvec") (param $w i32) (param $n i32) (param $k i32) (param $ldw i32)
+(func $matvec (export "matvec") (param $w i32) (param $n i32) (param $k i32) (param $ldw i32)
   (param $x i32) (param $y i32) (param $accumulate i32)
   (local $i i32) (local $kk i32) (local $k8 i32) (local $rowb i32) (local $xp i32) (local $t f32)
   ${locals(rows.map((r) => `$w${r}`), "i32")} ${
@@ -555,6 +555,324 @@ function matvec(v: WasmVariant): string {
     (local.set $i (i32.add (local.get $i) (i32.const ${R})))
     (br $rowsloop))))`;
 }
+
+/** `0x8FFFE000` as a signed i32: the sign bit, and exponent and mantissa of an f16 shifted left by 13. */
+const HALF_MASK = 0x8fffe000 | 0;
+/** 2^112 (the f16 → f32 exponent bias difference, 127 − 15). */
+const TWO_112 = "0x1p+112";
+
+/**
+ * y[n] (+)= Σ_k W[n,k]·x[k] for row-major f16 W (leading dimension `ldw`
+ * elements, 2 bytes each, finite values) and f32 x, y, summed in the order of
+ * {@link matvec}: the result equals `matvec` on the widened matrix bit for
+ * bit, from half the bytes.
+ *
+ * An f16 value h, sign-extended to i32, becomes the f32 `w·2^−112` as
+ * `(h << 13) & 0x8FFFE000` (exact, also for subnormals). When every
+ * |x| < 2^16 the kernel multiplies these by `x·2^112` (exact too): each
+ * product is the real `w·x`, so it rounds, and every sum after it, as the
+ * f32 path's. Otherwise each weight is first rescaled by 2^112 (slower).
+ */
+function matvecF16(v: WasmVariant): string {
+  const R = 4;
+  const rows = range(R);
+  const accs = rows.flatMap((r) => [`$s${r}a`, `$s${r}b`]);
+  // The f32 words' low halves are h << 13, their high halves h >> 3 (sign
+  // replicated) with bits 12–14 cleared; interleaved by two shuffles.
+  const lo =
+    "(i8x16.shuffle 0 1 16 17 2 3 18 19 4 5 20 21 6 7 22 23 (local.get $l) (local.get $u))";
+  const hi =
+    "(i8x16.shuffle 8 9 24 25 10 11 26 27 12 13 28 29 14 15 30 31 (local.get $l) (local.get $u))";
+  const vecLoop = (fast: boolean) => `
+    (block $vend (loop $vec
+      (br_if $vend (i32.ge_u (local.get $kk) (local.get $k8)))
+      (local.set $x0 ${
+    fast
+      ? "(f32x4.mul (v128.load (local.get $xp)) (local.get $big))"
+      : "(v128.load (local.get $xp))"
+  })
+      (local.set $x1 ${
+    fast
+      ? "(f32x4.mul (v128.load offset=16 (local.get $xp)) (local.get $big))"
+      : "(v128.load offset=16 (local.get $xp))"
+  })
+      ${
+    rows.map((r) => {
+      const wl = fast ? lo : `(f32x4.mul ${lo} (local.get $big))`;
+      const wh = fast ? hi : `(f32x4.mul ${hi} (local.get $big))`;
+      return `(local.set $h (v128.load (local.get $w${r})))
+      (local.set $l (i16x8.shl (local.get $h) (i32.const 13)))
+      (local.set $u (v128.and (i16x8.shr_s (local.get $h) (i32.const 3)) (local.get $mask16)))
+      (local.set $s${r}a ${
+        madd(v, wl, "(local.get $x0)", `(local.get $s${r}a)`)
+      })
+      (local.set $s${r}b ${
+        madd(v, wh, "(local.get $x1)", `(local.get $s${r}b)`)
+      })
+      (local.set $w${r} (i32.add (local.get $w${r}) (i32.const 16)))`;
+    }).join("\n")
+  }
+      (local.set $xp (i32.add (local.get $xp) (i32.const 32)))
+      (local.set $kk (i32.add (local.get $kk) (i32.const 8)))
+      (br $vec)))`;
+  return `
+(func (export "matvec_f16") (param $w i32) (param $n i32) (param $k i32) (param $ldw i32)
+  (param $x i32) (param $y i32) (param $accumulate i32)
+  (local $i i32) (local $kk i32) (local $k8 i32) (local $rowb i32) (local $xp i32) (local $t f32)
+  (local $m f32) (local $fast i32) (local $xs f32) (local $ws f32)
+  ${locals(rows.map((r) => `$w${r}`), "i32")} ${
+    locals(rows.map((r) => `$f${r}`), "f32")
+  }
+  (local $x0 v128) (local $x1 v128) (local $sum v128) (local $h v128)
+  (local $mask16 v128) (local $big v128) (local $l v128) (local $u v128)
+  ${locals(accs, "v128")}
+  (local.set $mask16 (v128.const i16x8 ${
+    range(8).map(() => "0x8fff").join(" ")
+  }))
+  (local.set $big (v128.const f32x4 ${TWO_112} ${TWO_112} ${TWO_112} ${TWO_112}))
+  ;; max |x| (a NaN leaves $fast 0: the slow path then propagates it as matvec does)
+  (local.set $m (f32.const 0))
+  (local.set $kk (i32.const 0))
+  (block $mend (loop $mloop
+    (br_if $mend (i32.ge_u (local.get $kk) (local.get $k)))
+    (local.set $m (f32.max (local.get $m)
+      (f32.abs (f32.load (i32.add (local.get $x) (i32.shl (local.get $kk) (i32.const 2)))))))
+    (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
+    (br $mloop)))
+  (local.set $fast (f32.lt (local.get $m) (f32.const 65536)))
+  ;; the scalar tail's factors: x·2^112 (fast) or w·2^112 (slow)
+  (local.set $xs (select (f32.const ${TWO_112}) (f32.const 1) (local.get $fast)))
+  (local.set $ws (select (f32.const 1) (f32.const ${TWO_112}) (local.get $fast)))
+  (local.set $rowb (i32.shl (local.get $ldw) (i32.const 1)))
+  (local.set $k8 (i32.and (local.get $k) (i32.const -8)))
+  (block $end (loop $rowsloop
+    (br_if $end (i32.ge_u (local.get $i) (local.get $n)))
+    ;; The last group of rows may be short: clamp its row pointers to the last row.
+    ${
+    rows.map((r) =>
+      `(local.set $w${r} (i32.add (local.get $w) (i32.mul (local.get $rowb)
+        (select (i32.add (local.get $i) (i32.const ${r})) (i32.sub (local.get $n) (i32.const 1))
+          (i32.lt_u (i32.add (local.get $i) (i32.const ${r})) (local.get $n))))))`
+    ).join("\n")
+  }
+    ${accs.map((a) => `(local.set ${a} (v128.const i64x2 0 0))`).join(" ")}
+    (local.set $xp (local.get $x))
+    (local.set $kk (i32.const 0))
+    (if (local.get $fast) (then ${vecLoop(true)}) (else ${vecLoop(false)}))
+    ${
+    rows.map((r) =>
+      `(local.set $sum (f32x4.add (local.get $s${r}a) (local.get $s${r}b)))
+      (local.set $f${r} (f32.add
+        (f32.add (f32x4.extract_lane 0 (local.get $sum)) (f32x4.extract_lane 1 (local.get $sum)))
+        (f32.add (f32x4.extract_lane 2 (local.get $sum)) (f32x4.extract_lane 3 (local.get $sum)))))`
+    ).join("\n")
+  }
+    (block $send (loop $sca
+      (br_if $send (i32.ge_u (local.get $kk) (local.get $k)))
+      (local.set $t (f32.mul (f32.load (local.get $xp)) (local.get $xs)))
+      ${
+    rows.map((r) =>
+      `(local.set $f${r} (f32.add (local.get $f${r}) (f32.mul (f32.mul (f32.reinterpret_i32
+        (i32.and (i32.shl (i32.load16_s (local.get $w${r})) (i32.const 13)) (i32.const ${HALF_MASK})))
+        (local.get $ws)) (local.get $t))))
+      (local.set $w${r} (i32.add (local.get $w${r}) (i32.const 2)))`
+    ).join("\n")
+  }
+      (local.set $xp (i32.add (local.get $xp) (i32.const 4)))
+      (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
+      (br $sca)))
+    ${
+    rows.map((r) =>
+      `(if (i32.lt_u (i32.add (local.get $i) (i32.const ${r})) (local.get $n)) (then
+        (if (local.get $accumulate) (then
+          (local.set $f${r} (f32.add (local.get $f${r}) (f32.load offset=${
+        r * 4
+      } (local.get $y))))))
+        (f32.store offset=${r * 4} (local.get $y) (local.get $f${r}))))`
+    ).join("\n")
+  }
+    (local.set $y (i32.add (local.get $y) (i32.const ${R * 4})))
+    (local.set $i (i32.add (local.get $i) (i32.const ${R})))
+    (br $rowsloop))))`;
+}
+
+/**
+ * Tile of the int8 × int8 matmul: R weight rows (`ldw` bytes apart) × T
+ * tokens (`ldx` bytes apart), `kpad` (a multiple of 16) columns. Both operands
+ * are sign-extended to i16 and multiplied by `i32x4.dot_i16x8_s`: exact i32
+ * sums in both variants (the relaxed i8 × i7 dot needs one operand in
+ * [0, 127], which int8 weights are not).
+ * out[t][r] = f32(Σ c·x) · (scales[r] · invs[t]).
+ */
+function int8Tile(R: number, T: number): string {
+  const rows = range(R);
+  const toks = range(T);
+  const acc = (r: number, t: number) => `$a${r}_${t}`;
+  const pairs = rows.flatMap((r) => toks.map((t) => [r, t] as const));
+  return `
+(func $i8mm_${R}_${T} (param $w i32) (param $ldw i32) (param $x i32) (param $ldx i32)
+  (param $kpad i32) (param $scales i32) (param $invs i32) (param $out i32) (param $ldo i32)
+  (local $kk i32) (local $v v128) (local $wl v128) (local $wh v128) (local $t v128)
+  ${locals(rows.map((r) => `$w${r}`), "i32")} ${
+    locals(toks.map((t) => `$x${t}`), "i32")
+  }
+  ${locals(toks.flatMap((t) => [`$xl${t}`, `$xh${t}`]), "v128")}
+  ${locals(pairs.map(([r, t]) => acc(r, t)), "v128")}
+  ${
+    rows.map((r) =>
+      `(local.set $w${r} (i32.add (local.get $w) (i32.mul (local.get $ldw) (i32.const ${r}))))`
+    ).join(" ")
+  }
+  ${
+    toks.map((t) =>
+      `(local.set $x${t} (i32.add (local.get $x) (i32.mul (local.get $ldx) (i32.const ${t}))))`
+    ).join(" ")
+  }
+  (block $done
+    (br_if $done (i32.eqz (local.get $kpad)))
+    (loop $blk
+      ${
+    toks.map((t) =>
+      `(local.set $v (v128.load (i32.add (local.get $x${t}) (local.get $kk))))
+      (local.set $xl${t} (i16x8.extend_low_i8x16_s (local.get $v)))
+      (local.set $xh${t} (i16x8.extend_high_i8x16_s (local.get $v)))`
+    ).join("\n")
+  }
+      ${
+    rows.map((r) =>
+      lines([
+        `(local.set $v (v128.load (i32.add (local.get $w${r}) (local.get $kk))))`,
+        `(local.set $wl (i16x8.extend_low_i8x16_s (local.get $v)))`,
+        `(local.set $wh (i16x8.extend_high_i8x16_s (local.get $v)))`,
+        ...toks.map((t) =>
+          `(local.set ${acc(r, t)} (i32x4.add (local.get ${
+            acc(r, t)
+          }) (i32x4.add
+            (i32x4.dot_i16x8_s (local.get $wl) (local.get $xl${t}))
+            (i32x4.dot_i16x8_s (local.get $wh) (local.get $xh${t})))))`
+        ),
+      ])
+    ).join("\n")
+  }
+      (local.set $kk (i32.add (local.get $kk) (i32.const 16)))
+      (br_if $blk (i32.lt_u (local.get $kk) (local.get $kpad)))))
+  ${
+    pairs.map(([r, t]) =>
+      `(local.set $t (local.get ${acc(r, t)}))
+  (f32.store offset=${
+        r * 4
+      } (i32.add (local.get $out) (i32.mul (local.get $ldo) (i32.const ${t})))
+    (f32.mul (f32.convert_i32_s ${hsum("$t")})
+      (f32.mul (f32.load offset=${
+        r * 4
+      } (local.get $scales)) (f32.load offset=${t * 4} (local.get $invs)))))`
+    ).join("\n")
+  })`;
+}
+
+/** Rows per int8 tile (for any token group: the accumulators stay ≤ 8). */
+const INT8_ROWS = 4;
+/** Tokens per int8 token group. */
+const INT8_TOKENS = 2;
+
+/** Tile shapes of the int8 kernel, in table order after the ternary ones: (R, T) then (1, T). */
+const int8Tiles = (): [number, number][] => [
+  ...range(INT8_TOKENS).map((t): [number, number] => [INT8_ROWS, t + 1]),
+  ...range(INT8_TOKENS).map((t): [number, number] => [1, t + 1]),
+];
+
+/**
+ * The int8 × int8 matmul driver: row blocks, then token groups of ≤ 2, then
+ * tiles of 4 rows and single rows; `tableBase` is the table index of the
+ * first int8 tile.
+ */
+const int8Matmul = (tableBase: number): string => `
+(func (export "i8matmul") (param $w i32) (param $n i32) (param $kpad i32)
+  (param $x i32) (param $ldx i32) (param $tokens i32) (param $scales i32) (param $invs i32)
+  (param $out i32) (param $ldo i32)
+  (local $r0 i32) (local $rend i32) (local $t0 i32) (local $tg i32) (local $r i32)
+  (local.set $ldo (i32.shl (local.get $ldo) (i32.const 2)))
+  (block $end (loop $rblocks
+    (br_if $end (i32.ge_u (local.get $r0) (local.get $n)))
+    (local.set $rend (i32.add (local.get $r0) (i32.const ${TERNARY_ROW_BLOCK})))
+    (if (i32.gt_u (local.get $rend) (local.get $n)) (then (local.set $rend (local.get $n))))
+    (local.set $t0 (i32.const 0))
+    (block $tend (loop $tgroups
+      (br_if $tend (i32.ge_u (local.get $t0) (local.get $tokens)))
+      (local.set $tg (i32.sub (local.get $tokens) (local.get $t0)))
+      (if (i32.gt_u (local.get $tg) (i32.const ${INT8_TOKENS})) (then (local.set $tg (i32.const ${INT8_TOKENS}))))
+      (local.set $r (local.get $r0))
+      (block $rtend (loop $rtiles
+        (br_if $rtend (i32.gt_u (i32.add (local.get $r) (i32.const ${INT8_ROWS})) (local.get $rend)))
+        (call_indirect (type $i8tile_t)
+          (i32.add (local.get $w) (i32.mul (local.get $r) (local.get $kpad))) (local.get $kpad)
+          (i32.add (local.get $x) (i32.mul (local.get $t0) (local.get $ldx))) (local.get $ldx)
+          (local.get $kpad)
+          (i32.add (local.get $scales) (i32.shl (local.get $r) (i32.const 2)))
+          (i32.add (local.get $invs) (i32.shl (local.get $t0) (i32.const 2)))
+          (i32.add (local.get $out) (i32.add (i32.mul (local.get $t0) (local.get $ldo))
+            (i32.shl (local.get $r) (i32.const 2))))
+          (local.get $ldo)
+          (i32.add (local.get $tg) (i32.const ${tableBase - 1})))
+        (local.set $r (i32.add (local.get $r) (i32.const ${INT8_ROWS})))
+        (br $rtiles)))
+      (block $r1end (loop $r1tiles
+        (br_if $r1end (i32.ge_u (local.get $r) (local.get $rend)))
+        (call_indirect (type $i8tile_t)
+          (i32.add (local.get $w) (i32.mul (local.get $r) (local.get $kpad))) (local.get $kpad)
+          (i32.add (local.get $x) (i32.mul (local.get $t0) (local.get $ldx))) (local.get $ldx)
+          (local.get $kpad)
+          (i32.add (local.get $scales) (i32.shl (local.get $r) (i32.const 2)))
+          (i32.add (local.get $invs) (i32.shl (local.get $t0) (i32.const 2)))
+          (i32.add (local.get $out) (i32.add (i32.mul (local.get $t0) (local.get $ldo))
+            (i32.shl (local.get $r) (i32.const 2))))
+          (local.get $ldo)
+          (i32.add (local.get $tg) (i32.const ${tableBase + INT8_TOKENS - 1})))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $r1tiles)))
+      (local.set $t0 (i32.add (local.get $t0) (i32.const ${INT8_TOKENS})))
+      (br $tgroups)))
+    (local.set $r0 (local.get $rend))
+    (br $rblocks))))`;
+
+/**
+ * Attention of `T` new queries of one sequence over its KV cache, one query
+ * at a time (the decode path): query r (`q + r·qRow` floats, `H` heads of `D`)
+ * sees cache rows `[0, min(pos0 + r + 1, ctx))`; per head h (kv head
+ * h / group) the scores are a {@link matvec} over the head-major keys
+ * (`[Hkv, ctx, D]`), scaled, softmaxed, and the output a matvec over the
+ * transposed values (`[Hkv·D, ctx]`). The same kernel calls as one host call
+ * per head would make, in one call; `S` holds `ctx` floats of scores.
+ */
+const attendSession = `
+(func (export "attend_session") (param $q i32) (param $k i32) (param $vt i32) (param $out i32)
+  (param $T i32) (param $H i32) (param $group i32) (param $D i32) (param $ctx i32) (param $pos0 i32)
+  (param $qRow i32) (param $S i32) (param $scale f32) (param $stats i32)
+  (local $r i32) (local $h i32) (local $g i32) (local $seen i32) (local $qh i32)
+  (block $rend (loop $rows
+    (br_if $rend (i32.ge_u (local.get $r) (local.get $T)))
+    (local.set $seen (i32.add (i32.add (local.get $pos0) (local.get $r)) (i32.const 1)))
+    (if (i32.gt_u (local.get $seen) (local.get $ctx)) (then (local.set $seen (local.get $ctx))))
+    (local.set $h (i32.const 0))
+    (block $hend (loop $heads
+      (br_if $hend (i32.ge_u (local.get $h) (local.get $H)))
+      (local.set $g (i32.div_u (local.get $h) (local.get $group)))
+      (local.set $qh (i32.shl (i32.add (i32.mul (local.get $r) (local.get $qRow))
+        (i32.mul (local.get $h) (local.get $D))) (i32.const 2)))
+      (call $matvec
+        (i32.add (local.get $k) (i32.shl (i32.mul (i32.mul (local.get $g) (local.get $ctx)) (local.get $D)) (i32.const 2)))
+        (local.get $seen) (local.get $D) (local.get $D)
+        (i32.add (local.get $q) (local.get $qh)) (local.get $S) (i32.const 0))
+      (call $axmb_f32 (local.get $S) (local.get $S) (local.get $scale) (f32.const 0) (i32.const 0) (local.get $seen))
+      (call $softmax_row (local.get $S) (local.get $S) (local.get $seen) (local.get $stats))
+      (call $matvec
+        (i32.add (local.get $vt) (i32.shl (i32.mul (i32.mul (local.get $g) (local.get $D)) (local.get $ctx)) (i32.const 2)))
+        (local.get $D) (local.get $seen) (local.get $ctx)
+        (local.get $S) (i32.add (local.get $out) (local.get $qh)) (i32.const 0))
+      (local.set $h (i32.add (local.get $h) (i32.const 1)))
+      (br $heads)))
+    (local.set $r (i32.add (local.get $r) (i32.const 1)))
+    (br $rows))))`;
 
 /**
  * Tile of the ternary matmul: R weight rows × T tokens. Weight rows are
@@ -1135,7 +1453,7 @@ function mapKernel(
   body: (a: Access) => string,
 ): string {
   return `
-(func (export "${name}") ${params} (param $n i32)
+(func $${name} (export "${name}") ${params} (param $n i32)
   ${ROW_LOCALS} ${SCRATCH} ${extraLocals} ${CONSTS}
   ${init}
   ${rowLoop(get("$n"), body)})`;
@@ -1647,7 +1965,7 @@ function normKernels(v: WasmVariant): string {
 function softmaxKernels(v: WasmVariant): string {
   // p = e^(x − max) / Σ; stats (f64) = [max, Σ e^(x − max), Σ x].
   const row = `
-(func (export "softmax_row") (param $x i32) (param $p i32) (param $n i32) (param $stats i32)
+(func $softmax_row (export "softmax_row") (param $x i32) (param $p i32) (param $n i32) (param $stats i32)
   ${ROW_LOCALS} ${SCRATCH} (local $m f32) (local $sum f64)
   ${CONSTS}
   (local.set $t0 ${f4(-Infinity)})
@@ -1960,16 +2278,27 @@ const ternaryTiles = (): [number, number][] => [
 /** The complete WAT text of the kernel module for one variant. */
 export function kernelsWat(variant: WasmVariant): string {
   const tiles = ternaryTiles();
+  const i8 = int8Tiles();
   return `;; GENERATED by scripts/wasm_kernels_wat.ts (${variant} SIMD). Do not edit.
 (module
   (import "env" "memory" (memory 1 65536 shared))
   (type $tile_t (func (param i32 i32 i32 i32 i32 i32 i32 f32 i32 i32)))
-  (table ${tiles.length} funcref)
-  (elem (i32.const 0) ${tiles.map(([r, t]) => `$tmm_${r}_${t}`).join(" ")})
+  (type $i8tile_t (func (param i32 i32 i32 i32 i32 i32 i32 i32 i32)))
+  (table ${tiles.length + i8.length} funcref)
+  (elem (i32.const 0) ${
+    [
+      ...tiles.map(([r, t]) => `$tmm_${r}_${t}`),
+      ...i8.map(([r, t]) => `$i8mm_${r}_${t}`),
+    ].join(" ")
+  })
 ${matmulKernels(variant)}
 ${matvec(variant)}
+${matvecF16(variant)}
+${attendSession}
 ${tiles.map(([r, t]) => ternaryTile(variant, r, t)).join("\n")}
 ${ternaryMatmul}
+${i8.map(([r, t]) => int8Tile(r, t)).join("\n")}
+${int8Matmul(tiles.length)}
 ${quantize(variant)}
 ${packTernary(variant)}
 ${fmaProbe(variant)}

@@ -108,6 +108,21 @@ export interface Backend {
     shape: { readonly rows: number; readonly k: number; readonly n: number },
   ): void;
 
+  /**
+   * Optional integer form of an `eightbit` BitLinear forward at λ = 1:
+   * `y ← xq · Q(w)ᵀ` (`xq` rows × k, `w` n × k latent weights, `y` rows × n)
+   * where `xq` is the output of {@link fakeQuantActivations} at λ = 1 and Q
+   * the `eightbit` weight quantizer of {@link fakeQuantWeights} (int8 codes
+   * with a step per row), computed as int8 × int8 products rescaled by the
+   * two scales. Agrees with `matmul(xq, Q(w))` to float rounding.
+   */
+  int8Linear?(
+    xq: Tensor,
+    w: Tensor,
+    y: Tensor,
+    shape: { readonly rows: number; readonly k: number; readonly n: number },
+  ): void;
+
   /** Weight fake-quant per mode (ternary absmean, binary, eightbit per row, f16), blended by λ. */
   fakeQuantWeights(
     w: Tensor,

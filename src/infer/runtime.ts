@@ -6,8 +6,9 @@
  * - ternary and binary codes: packed to 2 bits once at load, then the int8 ×
  *   ternary kernel (`ternaryMatmul`, one token: the decode matvec) on the
  *   per-token int8 activations, `y = Σ q·c · γ / s`;
- * - int8 codes (`eightbit`): dequantized once to f32 (`codes · scale_row`)
- *   and multiplied with the fake-quantized activations `q / s`;
+ * - int8 codes (`eightbit`): laid out once as padded int8 rows, then the
+ *   int8 × int8 kernel (`int8Matmul`) on the same per-token int8
+ *   activations, `y = Σ q·c · scale_row / s`;
  * - dense (`f16`, and every tensor of a λ = 0 run): f32 on unquantized
  *   activations.
  * Activations are quantized exactly as the training model quantizes them
@@ -15,7 +16,9 @@
  * values, so the runtime computes the same function as `OneBitLlm.logits` at
  * λ = 1 up to float rounding of the sums. The embedding and the LM head are
  * dequantized to f32 once; the head sees unquantized activations, as in
- * training.
+ * training. When every head value is an f16 value (an f16-mode head, as the
+ * GGUF export stores it), a one-row head runs the f16 matvec on an f16 copy:
+ * the same sums bit for bit from half the bytes.
  *
  * Attention runs over a key/value store per sequence. Scoring
  * ({@link InferenceModel.nll}, {@link InferenceModel.logits}) attends whole
@@ -35,7 +38,9 @@ import type { LayerBitMap, LinearName } from "../common/layer_bit_map.ts";
 import type { QuantMode } from "../common/quant_mode.ts";
 import type { Tokenizer } from "../common/tokenizer.ts";
 import { modelTensors, type TensorSpec } from "../core/tensors.ts";
+import { f16BitsToF32Array, f32ArrayToF16Bits } from "../backend/f16.ts";
 import {
+  packInt8Rows,
   packTernaryRows,
   ternaryPaddedCols,
   type TrainingKernels,
@@ -74,14 +79,19 @@ interface Linear {
   readonly out: number;
   /** Input features. */
   readonly in: number;
-  /** Packed 2-bit codes (`"coded"`) or f32 `[out, in]` weights (`"float"`). */
-  readonly kind: "coded" | "float";
+  /**
+   * Packed 2-bit codes (`"coded"`), padded int8 rows with a scale per row
+   * (`"int8"`) or f32 `[out, in]` weights (`"float"`).
+   */
+  readonly kind: "coded" | "int8" | "float";
   /** Whether the input is int8-quantized per token first. */
   readonly quantAct: boolean;
   /** Where the weights are. */
   readonly ptr: number;
-  /** γ of coded weights (1 for float ones). */
+  /** γ of coded weights (1 for the others). */
   readonly scale: number;
+  /** Where the per-row scales of int8 weights are (0 for the others). */
+  readonly scales: number;
 }
 
 /** A norm: its weight, its bias (LayerNorm; 0 for RMSNorm) and width. */
@@ -191,6 +201,8 @@ export class InferenceModel {
   readonly #embed: number;
   /** LM head `[vocab, d]` (the embedding's pointer when tied). */
   readonly #head: number;
+  /** The head's f16 bits `[vocab, d]` when its values are all f16 values, else 0. */
+  readonly #headF16: number;
   readonly #d: number;
   readonly #hd: number;
   readonly #kv: number;
@@ -301,9 +313,16 @@ export class InferenceModel {
       };
     };
     this.#embed = this.#upload(dequantize(get("token_embd.weight")[1]));
+    const head = c.tie_embeddings
+      ? get("token_embd.weight")[1]
+      : get("output.weight")[1];
     this.#head = c.tie_embeddings
       ? this.#embed
-      : this.#upload(dequantize(get("output.weight")[1]));
+      : this.#upload(dequantize(head));
+    const headBits = head.kind === "dense"
+      ? exactF16Bits(head.data)
+      : undefined;
+    this.#headF16 = headBits === undefined ? 0 : this.#uploadBytes(headBits);
     this.#blocks = [];
     for (let l = 0; l < c.num_layers; l++) {
       const blk = `blk.${l}`;
@@ -430,6 +449,7 @@ export class InferenceModel {
     checkTensor(spec, tensor, mode);
     const loaded = this.#load(spec, tensor);
     this.#free(old.ptr);
+    this.#free(old.scales);
     block.lin[linear] = loaded;
     this.#bitMap = {
       ...this.#bitMap,
@@ -561,20 +581,38 @@ export class InferenceModel {
     return p;
   }
 
+  #uploadBytes(data: Int8Array | Uint8Array | Uint16Array): number {
+    const p = this.#alloc(data.byteLength);
+    this.kernels.u8(p, data.byteLength).set(
+      new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+    );
+    return p;
+  }
+
   #load(spec: TensorSpec, t: StoredTensor): Linear {
     const [out, inF] = spec.shape;
     if (t.kind === "ternary" || t.kind === "binary") {
-      const packed = packTernaryRows(t.codes, out, inF);
-      const p = this.#alloc(packed.length);
-      this.kernels.u8(p, packed.length).set(packed);
       return {
         name: spec.name,
         out,
         in: inF,
         kind: "coded",
         quantAct: true,
-        ptr: p,
+        ptr: this.#uploadBytes(packTernaryRows(t.codes, out, inF)),
         scale: t.scale,
+        scales: 0,
+      };
+    }
+    if (t.kind === "int8") {
+      return {
+        name: spec.name,
+        out,
+        in: inF,
+        kind: "int8",
+        quantAct: true,
+        ptr: this.#uploadBytes(packInt8Rows(t.codes, out, inF)),
+        scale: 1,
+        scales: this.#upload(t.scales),
       };
     }
     return {
@@ -582,9 +620,10 @@ export class InferenceModel {
       out,
       in: inF,
       kind: "float",
-      quantAct: t.kind === "int8",
+      quantAct: false,
       ptr: this.#upload(dequantize(t)),
       scale: 1,
+      scales: 0,
     };
   }
 
@@ -753,7 +792,15 @@ export class InferenceModel {
   }
 
   #headRowsNow(h: number, n: number): void {
-    if (n === 1) {
+    if (n === 1 && this.#headF16 !== 0) {
+      this.kernels.matvecF16({
+        w: this.#headF16,
+        x: h,
+        y: this.#logits,
+        n: this.#vocab,
+        k: this.#d,
+      });
+    } else if (n === 1) {
       this.kernels.matvec({
         w: this.#head,
         x: h,
@@ -877,7 +924,8 @@ export class InferenceModel {
    * Quantizes the input `x` `[rows, cols]` as its consumers need it: `q / s`
    * into #fq (`act_quant`, the training model's quantizer) for any quantized
    * consumer, and the int8 codes read back from it (exact: `|q| ≤ 127`) with
-   * their per-row scales and sums for coded ones.
+   * their per-row scales and sums, which the integer kernels (ternary, binary
+   * and int8 codes) multiply.
    */
   #prepare(
     x: number,
@@ -898,26 +946,23 @@ export class InferenceModel {
     b?: Linear,
     c?: Linear,
   ): void {
-    const fq = a.quantAct || (b?.quantAct ?? false) || (c?.quantAct ?? false);
-    const codes = a.kind === "coded" || b?.kind === "coded" ||
-      c?.kind === "coded";
-    if (!fq) return;
+    if (!(a.quantAct || (b?.quantAct ?? false) || (c?.quantAct ?? false))) {
+      return;
+    }
     if (this.#t.act_quant(x, this.#fq, rows, cols) !== 0) {
       throw new InferenceError({
         message:
           `non-finite activations entering ${a.name} (the weights hold NaN/Infinity or the values overflowed)`,
       });
     }
-    if (codes) {
-      this.kernels.quantizeRows({
-        x: this.#fq,
-        rows,
-        cols,
-        out: this.#i8,
-        invScales: this.#invs,
-        sums: this.#sums,
-      });
-    }
+    this.kernels.quantizeRows({
+      x: this.#fq,
+      rows,
+      cols,
+      out: this.#i8,
+      invScales: this.#invs,
+      sums: this.#sums,
+    });
   }
 
   /** `out[rows, L.out] = input · Wᵀ` (input as prepared by {@link #prepare}). */
@@ -940,11 +985,24 @@ export class InferenceModel {
       });
       return;
     }
+    if (L.kind === "int8") {
+      this.kernels.int8Matmul({
+        w: L.ptr,
+        scales: L.scales,
+        n: L.out,
+        k: L.in,
+        x: this.#i8,
+        tokens: rows,
+        invScales: this.#invs,
+        out,
+      });
+      return;
+    }
     // A matmul even for one token (not the faster matvec): a token decoded
     // alone then gets the bits it gets in a batch, so no int8 code downstream
     // can round differently.
     this.kernels.matmul({
-      a: L.quantAct ? this.#fq : x,
+      a: x,
       b: L.ptr,
       c: out,
       m: rows,
@@ -1083,10 +1141,11 @@ export class InferenceModel {
 
   /**
    * New tokens of a session, one query at a time over the cache (keys
-   * head-major, values transposed): query t sees store rows `[0, min(pos0 + t + 1, ctx))` — its
-   * predecessors and itself; in a full ring, the whole store. Per head the
-   * scores are one matvec over the keys, scaled and softmaxed, and the output
-   * one matvec over the transposed values: no packing, no copies.
+   * head-major, values transposed): query t sees store rows
+   * `[0, min(pos0 + t + 1, ctx))` — its predecessors and itself; in a full
+   * ring, the whole store. Per head the scores are one matvec over the keys,
+   * scaled and softmaxed, and the output one matvec over the transposed
+   * values: no packing, no copies, and one kernel call for all heads.
    */
   #attendSession(
     q: number,
@@ -1096,34 +1155,23 @@ export class InferenceModel {
     T: number,
     place: KvPlace,
   ): void {
-    const c = this.config, H = c.num_heads, D = this.#hd;
-    const group = H / c.num_kv_heads, qRow = this.#d;
-    const ctx = place.ctx, pos0 = place.pos0;
-    const t = this.#t, kern = this.kernels, S = this.#s;
-    const scale = this.#attnScale, stats = this.#stats;
-    for (let r = 0; r < T; r++) {
-      const seen = Math.min(pos0 + r + 1, ctx);
-      for (let h = 0; h < H; h++) {
-        const g = Math.floor(h / group);
-        kern.matvec({
-          w: k + 4 * g * ctx * D,
-          x: q + 4 * (r * qRow + h * D),
-          y: S,
-          n: seen,
-          k: D,
-        });
-        t.axmb_f32(S, S, scale, 0, 0, seen);
-        t.softmax_row(S, S, seen, stats);
-        kern.matvec({
-          w: vt + 4 * g * D * ctx,
-          x: S,
-          y: out + 4 * (r * qRow + h * D),
-          n: D,
-          k: seen,
-          ldw: ctx,
-        });
-      }
-    }
+    const c = this.config;
+    this.kernels.attendSession({
+      q,
+      k,
+      vt,
+      out,
+      T,
+      heads: c.num_heads,
+      kvHeads: c.num_kv_heads,
+      headDim: this.#hd,
+      ctx: place.ctx,
+      pos0: place.pos0,
+      qRow: this.#d,
+      scores: this.#s,
+      scale: this.#attnScale,
+      stats: this.#stats,
+    });
   }
 
   /**
@@ -1385,6 +1433,22 @@ export function dequantize(t: StoredTensor): Float32Array {
       return out;
     }
   }
+}
+
+/**
+ * The f16 bit patterns of `data` when every value is a finite f16 value
+ * (widening them back gives `data` exactly), else undefined.
+ */
+function exactF16Bits(data: Float32Array): Uint16Array | undefined {
+  const bits = f32ArrayToF16Bits(data);
+  for (let i = 0; i < bits.length; i++) {
+    if ((bits[i] & 0x7c00) === 0x7c00) return undefined;
+  }
+  const back = f16BitsToF32Array(bits);
+  for (let i = 0; i < data.length; i++) {
+    if (!Object.is(back[i], data[i])) return undefined;
+  }
+  return bits;
 }
 
 /** Checks a stored tensor against its spec and the kind its mode requires. */

@@ -1,8 +1,10 @@
 import { strict as assert } from "node:assert";
 import fc from "fast-check";
+import { f16BitsToF32Array } from "../../src/backend/f16.ts";
 import {
   ACTIVE_WASM_VARIANT,
   MATMUL_TILES,
+  packInt8Rows,
   packTernaryRows,
   RELAXED_SIMD_SUPPORTED,
   ternaryPaddedCols,
@@ -366,6 +368,305 @@ for (const v of VARIANTS) {
   });
 }
 
+/** A random finite f16 bit pattern: normals, subnormals and ±0 alike. */
+function randomHalf(r: () => number): number {
+  const sign = r() < 0 ? 0x8000 : 0;
+  const u = (r() + 1) / 2;
+  // A quarter each: subnormal or zero exponent, else any finite exponent.
+  const e = u < 0.25 ? 0 : Math.min(30, Math.floor(((u - 0.25) / 0.75) * 31));
+  const m = Math.floor(((r() + 1) / 2) * 1024) & 0x3ff;
+  return sign | (e << 10) | m;
+}
+
+for (const v of VARIANTS) {
+  Deno.test(`matvecF16 (${v}): bit for bit matvec of the widened matrix, every row and K remainder`, async () => {
+    const K = await kernelsOf(v);
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 13 }),
+        fc.integer({ min: 0, max: 70 }),
+        fc.nat(3),
+        fc.boolean(),
+        fc.integer(),
+        // Below 2^16 the kernel prescales x; from there on the weights.
+        fc.constantFrom(8, 1e6),
+        (n, k, pad, accumulate, seed, xScale) => {
+          const ldw = k + pad;
+          const r = rng(seed);
+          const H = Uint16Array.from({ length: n * ldw }, () => randomHalf(r));
+          const W = f16BitsToF32Array(H);
+          const x = Float32Array.from({ length: k }, () => xScale * r());
+          const y0 = Float32Array.from({ length: n }, r);
+          const hp = K.alloc(Math.max(2, H.byteLength));
+          K.u8(hp, H.byteLength).set(new Uint8Array(H.buffer));
+          const w = put(K, W), xp = put(K, x);
+          const y = put(K, accumulate ? y0 : y0.slice().fill(NaN));
+          const yRef = put(K, y0);
+          try {
+            K.matvecF16({ w: hp, x: xp, y, n, k, ldw, accumulate });
+            K.matvec({ w, x: xp, y: yRef, n, k, ldw, accumulate });
+            assert.deepEqual(K.f32(y, n), K.f32(yRef, n));
+            // And against a plain f64 sum, to f32 rounding.
+            const Y = K.f32(y, n);
+            for (let i = 0; i < n; i++) {
+              let s = accumulate ? y0[i] : 0, mag = Math.abs(s);
+              for (let j = 0; j < k; j++) {
+                s += W[i * ldw + j] * x[j];
+                mag += Math.abs(W[i * ldw + j] * x[j]);
+              }
+              assert.ok(
+                Math.abs(Y[i] - s) <= (k + 2) * EPS32 * mag + 1e-30,
+                `y[${i}] = ${Y[i]}, f64 ${s}`,
+              );
+            }
+          } finally {
+            for (const p of [hp, w, xp, y, yRef]) K.free(p);
+          }
+        },
+      ),
+      { numRuns: 80 },
+    );
+  });
+}
+
+for (const v of VARIANTS) {
+  Deno.test(`attendSession (${v}): causal softmax attention over the cache ≈ f64 reference`, async () => {
+    const K = await kernelsOf(v);
+    fc.assert(
+      fc.property(
+        fc.record({
+          T: fc.integer({ min: 1, max: 4 }),
+          kvHeads: fc.integer({ min: 1, max: 3 }),
+          group: fc.integer({ min: 1, max: 3 }),
+          D: fc.integer({ min: 1, max: 19 }),
+          ctx: fc.integer({ min: 1, max: 40 }),
+          pos0: fc.integer({ min: 0, max: 60 }),
+          pad: fc.nat(3),
+          seed: fc.integer(),
+        }),
+        ({ T, kvHeads, group, D, ctx, pos0, pad, seed }) => {
+          const H = kvHeads * group, qRow = H * D + pad, r = rng(seed);
+          const Q = Float32Array.from({ length: T * qRow }, () => 3 * r());
+          const Kc = Float32Array.from({ length: kvHeads * ctx * D }, r);
+          const Vt = Float32Array.from({ length: kvHeads * D * ctx }, r);
+          const scale = 1 / Math.sqrt(D);
+          const q = put(K, Q), k = put(K, Kc), vt = put(K, Vt);
+          const out = put(K, new Float32Array(T * qRow).fill(NaN));
+          const scores = K.alloc(4 * ctx), stats = K.alloc(24);
+          try {
+            K.attendSession({
+              q,
+              k,
+              vt,
+              out,
+              T,
+              heads: H,
+              kvHeads,
+              headDim: D,
+              ctx,
+              pos0,
+              qRow,
+              scores,
+              scale,
+              stats,
+            });
+            const O = K.f32(out, T * qRow);
+            for (let t = 0; t < T; t++) {
+              const seen = Math.min(pos0 + t + 1, ctx);
+              for (let h = 0; h < H; h++) {
+                const g = Math.floor(h / group);
+                const sc = Array.from({ length: seen }, (_, j) => {
+                  let s = 0;
+                  for (let d = 0; d < D; d++) {
+                    s += Q[t * qRow + h * D + d] * Kc[(g * ctx + j) * D + d];
+                  }
+                  return s * scale;
+                });
+                const m = Math.max(...sc);
+                const e = sc.map((x) => Math.exp(x - m));
+                const z = e.reduce((a, b) => a + b, 0);
+                for (let d = 0; d < D; d++) {
+                  let o = 0;
+                  for (let j = 0; j < seen; j++) {
+                    o += (e[j] / z) * Vt[(g * D + d) * ctx + j];
+                  }
+                  const got = O[t * qRow + h * D + d];
+                  assert.ok(
+                    Math.abs(got - o) <= 1e-5,
+                    `out[${t}][${h}][${d}] = ${got}, f64 ${o}`,
+                  );
+                }
+              }
+              for (let i = H * D; i < qRow; i++) {
+                assert.ok(Number.isNaN(O[t * qRow + i]), "padding written");
+              }
+            }
+          } finally {
+            for (const p of [q, k, vt, out, scores, stats]) K.free(p);
+          }
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+}
+
+/**
+ * Checks `int8Matmul` against the plain reference `fround(fround(Σ c·x) ·
+ * fround(scale · inv))` on random codes (`extreme`: every c = −127, x = −128).
+ */
+function checkInt8(
+  K: WasmKernels,
+  t: {
+    n: number;
+    k: number;
+    tokens: number;
+    padO: number;
+    seed: number;
+    extreme: boolean;
+  },
+): void {
+  const { n, k, tokens, padO, seed, extreme } = t;
+  const r = rng(seed);
+  const kpad = ternaryPaddedCols(k), ldo = n + padO;
+  const C = Int8Array.from(
+    { length: n * k },
+    () => extreme ? -127 : Math.round(r() * 127),
+  );
+  const X = new Int8Array(tokens * kpad);
+  for (let i = 0; i < tokens; i++) {
+    for (let j = 0; j < k; j++) {
+      X[i * kpad + j] = extreme ? -128 : Math.max(-128, Math.round(r() * 128));
+    }
+  }
+  const S = Float32Array.from({ length: n }, () => (r() + 1.5) * 1e-3);
+  const I = Float32Array.from({ length: tokens }, () => (r() + 1.5) * 0.01);
+  const w = put(K, packInt8Rows(C, n, k)), x = put(K, X);
+  const s = put(K, S), inv = put(K, I);
+  const out = K.alloc(4 * tokens * ldo);
+  K.f32(out, tokens * ldo).fill(NaN);
+  try {
+    K.int8Matmul({
+      w,
+      scales: s,
+      n,
+      k,
+      x,
+      tokens,
+      invScales: inv,
+      out,
+      ldo,
+    });
+    const O = K.f32(out, tokens * ldo);
+    for (let i = 0; i < tokens; i++) {
+      for (let j = 0; j < n; j++) {
+        let sum = 0;
+        for (let c = 0; c < k; c++) sum += C[j * k + c] * X[i * kpad + c];
+        const want = Math.fround(
+          Math.fround(sum) * Math.fround(S[j] * I[i]),
+        );
+        assert.equal(O[i * ldo + j], want, `out[${i}][${j}] (n ${n}, k ${k})`);
+      }
+      for (let j = n; j < ldo; j++) {
+        assert.ok(Number.isNaN(O[i * ldo + j]), `out[${i}][${j}] written`);
+      }
+    }
+  } finally {
+    for (const p of [w, x, s, inv, out]) K.free(p);
+  }
+}
+
+for (const v of VARIANTS) {
+  Deno.test(`int8Matmul (${v}): exact for every row/token/K remainder`, async () => {
+    const K = await kernelsOf(v);
+    fc.assert(
+      fc.property(
+        fc.record({
+          n: fc.integer({ min: 1, max: 140 }),
+          k: fc.integer({ min: 0, max: 700 }),
+          tokens: fc.integer({ min: 1, max: 7 }),
+          padO: fc.nat(3),
+          seed: fc.integer(),
+          extreme: fc.constant(false),
+        }),
+        (t) => checkInt8(K, t),
+      ),
+      { numRuns: 60 },
+    );
+    // Every tile shape: rows mod 4, tokens mod 2, and row blocks of 64.
+    for (let n = 1; n <= 9; n++) {
+      for (let tokens = 1; tokens <= 5; tokens++) {
+        checkInt8(K, {
+          n,
+          k: 70,
+          tokens,
+          padO: 1,
+          seed: n * 7 + tokens,
+          extreme: false,
+        });
+      }
+    }
+    checkInt8(K, {
+      n: 131,
+      k: 17,
+      tokens: 3,
+      padO: 0,
+      seed: 3,
+      extreme: false,
+    });
+  });
+
+  Deno.test(`int8Matmul (${v}): no overflow at the extremes (c = −127, x = −128)`, async () => {
+    const K = await kernelsOf(v);
+    checkInt8(K, {
+      n: 5,
+      k: 4096 + 64,
+      tokens: 3,
+      padO: 0,
+      seed: 1,
+      extreme: true,
+    });
+  });
+
+  Deno.test(`int8Matmul (${v}) after quantizeRows ≈ f64 product of the dequantized operands`, async () => {
+    const K = await kernelsOf(v);
+    const n = 37, k = 300, r = rng(9);
+    const C = Int8Array.from({ length: n * k }, () => Math.round(r() * 127));
+    const S = Float32Array.from({ length: n }, () => (r() + 2) * 1e-2);
+    const X = Float32Array.from({ length: k }, r);
+    const kpad = ternaryPaddedCols(k);
+    const w = put(K, packInt8Rows(C, n, k)), s = put(K, S), x = put(K, X);
+    const q = K.alloc(kpad), inv = K.alloc(4), sums = K.alloc(4);
+    const out = K.alloc(4 * n);
+    try {
+      K.quantizeRows({ x, rows: 1, cols: k, out: q, invScales: inv, sums });
+      K.int8Matmul({
+        w,
+        scales: s,
+        n,
+        k,
+        x: q,
+        tokens: 1,
+        invScales: inv,
+        out,
+      });
+      const O = K.f32(out, n);
+      const maxX = X.reduce((a, b) => Math.max(a, Math.abs(b)), 0);
+      for (let i = 0; i < n; i++) {
+        let sum = 0, mag = 0;
+        for (let j = 0; j < k; j++) {
+          sum += C[i * k + j] * S[i] * X[j];
+          mag += Math.abs(C[i * k + j] * S[i]);
+        }
+        // each x_j is off by at most maxX/254 after quantization
+        assert.ok(Math.abs(O[i] - sum) <= mag * maxX / 254 + 1e-5, `out[${i}]`);
+      }
+    } finally {
+      for (const p of [w, s, x, q, inv, sums, out]) K.free(p);
+    }
+  });
+}
+
 /** Reference int8 quantization, in the kernel's f32 arithmetic. */
 function quantizeRef(x: Float32Array, eps: number) {
   let m = 0;
@@ -712,6 +1013,45 @@ Deno.test("kernels reject bad arguments with the argument's name", async () => {
         out: p,
       }),
     /scale/,
+  );
+  const end = K.memory.buffer.byteLength;
+  assert.throws(
+    () => K.matvecF16({ w: end - 2, x: p, y: p, n: 1, k: 2 }),
+    /w: .* run past the memory/,
+  );
+  assert.throws(
+    () =>
+      K.int8Matmul({
+        w: p,
+        scales: p,
+        n: 1,
+        k: (1 << 17) + 1,
+        x: p,
+        tokens: 1,
+        invScales: p,
+        out: p,
+      }),
+    /k: 131073 exceeds 131072/,
+  );
+  assert.throws(
+    () =>
+      K.attendSession({
+        q: p,
+        k: p,
+        vt: p,
+        out: p,
+        T: 1,
+        heads: 3,
+        kvHeads: 2,
+        headDim: 4,
+        ctx: 4,
+        pos0: 0,
+        qRow: 12,
+        scores: p,
+        scale: 1,
+        stats: p,
+      }),
+    /kvHeads: 2 does not divide heads 3/,
   );
   assert.ok(Number.isFinite(K.fmaProbe(10)));
   K.free(p);

@@ -46,8 +46,14 @@ import {
   type RopeShape,
   type WeightQuantMode,
 } from "../shapes.ts";
-import { fakeQuantizeWeights, QUANT_EPS } from "../numeric.ts";
 import {
+  channelCode,
+  channelStep,
+  fakeQuantizeWeights,
+  QUANT_EPS,
+} from "../numeric.ts";
+import {
+  INT8_MAX_K,
   type MatmulConfig,
   ternaryPaddedCols,
   type TrainingKernels,
@@ -445,6 +451,69 @@ export class CpuBackend implements Backend {
       });
     } finally {
       for (const p of [codes, inv, sums, packed]) K.free(p);
+    }
+  }
+
+  /**
+   * `y ← xq · Q(w)ᵀ` in integers (see `Backend.int8Linear`): the int8 codes
+   * of `xq` are recovered exactly by re-quantizing it, `w`'s codes and row
+   * steps are those of `fakeQuantWeights(w, "eightbit")` (the same
+   * `channelStep`/`channelCode`), and the int8 × int8 kernel rescales the
+   * exact integer sums by the row step and the per-token `1/s`.
+   */
+  int8Linear(
+    xq: Tensor,
+    w: Tensor,
+    y: Tensor,
+    shape: { readonly rows: number; readonly k: number; readonly n: number },
+  ): void {
+    const { rows, k, n } = shape;
+    for (const [name, v] of [["rows", rows], ["k", k], ["n", n]] as const) {
+      if (!Number.isInteger(v) || v < 0) {
+        throw new RangeError(`int8Linear: ${name} must be an integer ≥ 0`);
+      }
+    }
+    if (k > INT8_MAX_K) {
+      throw new RangeError(`int8Linear: k = ${k} exceeds ${INT8_MAX_K}`);
+    }
+    const px = rd("xq", xq, rows * k);
+    rd("w", w, n * k);
+    const py = wr("y", y, rows * n);
+    const K = this.kernels;
+    const kpad = ternaryPaddedCols(k);
+    const codes = K.alloc(rows * kpad), inv = K.alloc(4 * rows);
+    const sums = K.alloc(4 * rows), wc = K.alloc(n * kpad);
+    const steps = K.alloc(4 * n);
+    try {
+      const wv = f32("w", w), cv = K.i8(wc, n * kpad).fill(0);
+      const sv = K.f32(steps, n);
+      for (let r = 0, off = 0; r < n; r++, off += k) {
+        const s = channelStep("int8Linear", wv, off, k);
+        sv[r] = s;
+        for (let i = 0; i < k; i++) {
+          cv[r * kpad + i] = channelCode(wv[off + i] / s);
+        }
+      }
+      K.quantizeRows({
+        x: px,
+        rows,
+        cols: k,
+        out: codes,
+        invScales: inv,
+        sums,
+      });
+      K.int8Matmul({
+        w: wc,
+        scales: steps,
+        n,
+        k,
+        x: codes,
+        tokens: rows,
+        invScales: inv,
+        out: py,
+      });
+    } finally {
+      for (const p of [codes, inv, sums, wc, steps]) K.free(p);
     }
   }
 

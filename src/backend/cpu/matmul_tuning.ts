@@ -137,8 +137,16 @@ export function cpuDescription(): { model: string; flags: string } {
     const info = Deno.readTextFileSync("/proc/cpuinfo");
     const field = (name: string) =>
       info.match(new RegExp(`^${name}\\s*:\\s*(.*)$`, "m"))?.[1]?.trim() ?? "";
+    // Virtual machines often name only the vendor ("AMD EPYC"): the family,
+    // model and stepping tell CPU generations apart (25/1 is Zen 3 Milan).
+    const generation = ["cpu family", "model", "stepping"]
+      .map((f) => [f.replace("cpu ", ""), field(f)])
+      .filter(([, v]) => v !== "")
+      .map(([f, v]) => `${f} ${v}`)
+      .join(" ");
+    const name = field("model name") || field("Processor") || "unknown";
     return {
-      model: field("model name") || field("Processor") || "unknown",
+      model: generation === "" ? name : `${name} (${generation})`,
       flags: field("flags") || field("Features"),
     };
   } catch {

@@ -1,9 +1,10 @@
 /**
  * WebAssembly SIMD kernels for the CPU compute engine: f32 matmul (packed
- * panels, 2×16 register tile), f32 matvec, per-row int8 quantization,
- * ternarization + 2-bit packing of weights, the ternary × int8
- * matmul/matvec of BitNet b1.58, and the element-wise and per-row kernels of
- * training ({@link TrainingKernels}).
+ * panels, 2×16 register tile), f32 matvec and its f16-weight form, per-row
+ * int8 quantization, ternarization + 2-bit packing of weights, the ternary ×
+ * int8 matmul/matvec of BitNet b1.58, the int8 × int8 matmul of `eightbit`
+ * linears, a session's attention over its KV cache, and the element-wise and
+ * per-row kernels of training ({@link TrainingKernels}).
  *
  * All kernels work on byte pointers into one `WebAssembly.Memory` (shared
  * where the engine allows) owned by a {@link WasmKernels} instance, which
@@ -280,6 +281,108 @@ export interface MatvecArgs {
   readonly accumulate?: boolean;
 }
 
+/** Arguments of {@link WasmKernels.matvecF16}; pointers are byte offsets. */
+export interface MatvecF16Args {
+  /** W, n×k row-major f16 bit patterns (2 bytes each, finite values). */
+  readonly w: number;
+  /** x, k f32 values. */
+  readonly x: number;
+  /** y, n f32 values. */
+  readonly y: number;
+  /** Rows of W (outputs). */
+  readonly n: number;
+  /** Columns of W (inputs). */
+  readonly k: number;
+  /** Leading dimension of W in elements (default k). */
+  readonly ldw?: number;
+  /** y += W·x instead of y = W·x. Default false. */
+  readonly accumulate?: boolean;
+}
+
+/** Arguments of {@link WasmKernels.int8Matmul}; pointers are byte offsets. */
+export interface Int8MatmulArgs {
+  /** int8 weights: n rows of ternaryPaddedCols(k) bytes, zero-padded ({@link packInt8Rows}). */
+  readonly w: number;
+  /** f32 per weight row: its step (the weight is `code · scale`). */
+  readonly scales: number;
+  /** Output features (weight rows). */
+  readonly n: number;
+  /** Input features (logical, unpadded; at most {@link INT8_MAX_K}). */
+  readonly k: number;
+  /** int8 activations, `tokens` rows of ternaryPaddedCols(k) bytes, zero-padded. */
+  readonly x: number;
+  /** Tokens (rows of x and of out). */
+  readonly tokens: number;
+  /** f32 per token: 1/s of its quantization. */
+  readonly invScales: number;
+  /** f32 output, tokens × n. */
+  readonly out: number;
+  /** Leading dimension of out in elements (default n). */
+  readonly ldo?: number;
+}
+
+/**
+ * Input features the int8 × int8 kernel takes at most: its i32 sums of
+ * products (each |c·x| ≤ 127·128) cannot overflow below 2^17 columns.
+ */
+export const INT8_MAX_K = 1 << 17;
+
+/**
+ * Lays int8 weights (row-major `rows × cols`) out for
+ * {@link WasmKernels.int8Matmul}: rows padded with zeros to
+ * `ternaryPaddedCols(cols)` bytes (the padding of the activations).
+ */
+export function packInt8Rows(
+  codes: Int8Array,
+  rows: number,
+  cols: number,
+): Int8Array {
+  checkCount(rows, "rows");
+  const kpad = ternaryPaddedCols(cols);
+  if (codes.length !== rows * cols) {
+    throw new RangeError(
+      `codes: length ${codes.length} is not rows·cols = ${rows * cols}`,
+    );
+  }
+  const out = new Int8Array(rows * kpad);
+  for (let r = 0; r < rows; r++) {
+    out.set(codes.subarray(r * cols, (r + 1) * cols), r * kpad);
+  }
+  return out;
+}
+
+/** Arguments of {@link WasmKernels.attendSession}; pointers are byte offsets. */
+export interface AttendSessionArgs {
+  /** Queries, `T` rows of `qRow` floats (head h at `h·D`). */
+  readonly q: number;
+  /** Keys, head-major `[Hkv, ctx, D]` f32. */
+  readonly k: number;
+  /** Values, transposed `[Hkv·D, ctx]` f32. */
+  readonly vt: number;
+  /** Output, `T` rows of `qRow` floats (head h at `h·D`). */
+  readonly out: number;
+  /** New queries. */
+  readonly T: number;
+  /** Query heads. */
+  readonly heads: number;
+  /** Key/value heads (dividing `heads`). */
+  readonly kvHeads: number;
+  /** Head dimension D. */
+  readonly headDim: number;
+  /** Rows of the cache. */
+  readonly ctx: number;
+  /** Absolute position of the first query (query r sees `min(pos0 + r + 1, ctx)` rows). */
+  readonly pos0: number;
+  /** Floats per query/output row (≥ heads·D). */
+  readonly qRow: number;
+  /** Scores scratch, `ctx` floats. */
+  readonly scores: number;
+  /** Multiplier of the scores before the softmax (1/√D). */
+  readonly scale: number;
+  /** f64 scratch of 3 values (the softmax's statistics), 8-aligned. */
+  readonly stats: number;
+}
+
 /** Arguments of {@link WasmKernels.quantizeRows}; pointers are byte offsets. */
 export interface QuantizeArgs {
   /** x, rows × cols f32. */
@@ -524,6 +627,43 @@ interface KernelExports extends TrainingKernels {
     sums: number,
     invs: number,
     wscale: number,
+    out: number,
+    ldo: number,
+  ): void;
+  matvec_f16(
+    w: number,
+    n: number,
+    k: number,
+    ldw: number,
+    x: number,
+    y: number,
+    accumulate: number,
+  ): void;
+  attend_session(
+    q: number,
+    k: number,
+    vt: number,
+    out: number,
+    T: number,
+    H: number,
+    group: number,
+    D: number,
+    ctx: number,
+    pos0: number,
+    qRow: number,
+    S: number,
+    scale: number,
+    stats: number,
+  ): void;
+  i8matmul(
+    w: number,
+    n: number,
+    kpad: number,
+    x: number,
+    ldx: number,
+    tokens: number,
+    scales: number,
+    invs: number,
     out: number,
     ldo: number,
   ): void;
@@ -892,6 +1032,98 @@ export class WasmKernels {
     this.#checkRange(x, 4 * k, "x", 4);
     this.#checkRange(y, 4 * n, "y", 4);
     this.#k.matvec(w, n, k, ldw, x, y, args.accumulate ? 1 : 0);
+  }
+
+  /**
+   * {@link matvec} of an f16 matrix (bit patterns, finite values): each value
+   * is widened to f32 exactly in registers and the sums run in `matvec`'s
+   * order, so the result equals `matvec` on the widened matrix bit for bit
+   * while reading half the bytes.
+   */
+  matvecF16(args: MatvecF16Args): void {
+    const { w, x, y, n, k } = args;
+    checkCount(n, "n");
+    checkCount(k, "k");
+    const ldw = WasmKernels.#ld(args.ldw, k, "ldw");
+    this.#checkRange(w, 2 * WasmKernels.#extent(n, k, ldw), "w", 2);
+    this.#checkRange(x, 4 * k, "x", 4);
+    this.#checkRange(y, 4 * n, "y", 4);
+    this.#k.matvec_f16(w, n, k, ldw, x, y, args.accumulate ? 1 : 0);
+  }
+
+  /**
+   * Causal attention of `T` new queries over a session's KV cache, one query
+   * at a time: per (query, head) the scores are a {@link matvec} over the
+   * keys, scaled and softmaxed (`softmax_row`), and the output a matvec over
+   * the transposed values — one host call for all of them.
+   */
+  attendSession(args: AttendSessionArgs): void {
+    const { q, k, vt, out, T, heads, kvHeads, headDim: D, ctx, pos0 } = args;
+    for (
+      const [name, v] of [
+        ["T", T],
+        ["heads", heads],
+        ["kvHeads", kvHeads],
+        ["headDim", D],
+        ["ctx", ctx],
+        ["pos0", pos0],
+      ] as const
+    ) checkCount(v, name);
+    if (kvHeads === 0 || heads % kvHeads !== 0) {
+      throw new RangeError(
+        `kvHeads: ${kvHeads} does not divide heads ${heads}`,
+      );
+    }
+    const qRow = WasmKernels.#ld(args.qRow, heads * D, "qRow");
+    this.#checkRange(q, 4 * WasmKernels.#extent(T, heads * D, qRow), "q", 4);
+    this.#checkRange(
+      out,
+      4 * WasmKernels.#extent(T, heads * D, qRow),
+      "out",
+      4,
+    );
+    this.#checkRange(k, 4 * kvHeads * ctx * D, "k", 4);
+    this.#checkRange(vt, 4 * kvHeads * D * ctx, "vt", 4);
+    this.#checkRange(args.scores, 4 * ctx, "scores", 4);
+    this.#checkRange(args.stats, 24, "stats", 8);
+    this.#k.attend_session(
+      q,
+      k,
+      vt,
+      out,
+      T,
+      heads,
+      heads / kvHeads,
+      D,
+      ctx,
+      pos0,
+      qRow,
+      args.scores,
+      args.scale,
+      args.stats,
+    );
+  }
+
+  /**
+   * int8 × int8 matmul (`eightbit` linears): out[t][i] =
+   * f32(Σ_j c_ij·x_tj) · (scales[i] · invScales[t]), the integer sums exact
+   * (the weight is `c · scale`, the activation `x / s`).
+   */
+  int8Matmul(args: Int8MatmulArgs): void {
+    const { w, scales, n, k, x, tokens, invScales, out } = args;
+    checkCount(n, "n");
+    checkCount(tokens, "tokens");
+    const kpad = ternaryPaddedCols(k);
+    if (k > INT8_MAX_K) {
+      throw new RangeError(`k: ${k} exceeds ${INT8_MAX_K} (i32 sums)`);
+    }
+    const ldo = WasmKernels.#ld(args.ldo, n, "ldo");
+    this.#checkRange(w, n * kpad, "w");
+    this.#checkRange(scales, 4 * n, "scales", 4);
+    this.#checkRange(x, tokens * kpad, "x");
+    this.#checkRange(invScales, 4 * tokens, "invScales", 4);
+    this.#checkRange(out, 4 * WasmKernels.#extent(tokens, n, ldo), "out", 4);
+    this.#k.i8matmul(w, n, kpad, x, kpad, tokens, scales, invScales, out, ldo);
   }
 
   /**
