@@ -1,8 +1,9 @@
 /**
  * f32 matmul throughput (WASM SIMD kernels, one thread) on the shapes that
- * matter: 512³, 256×512×1536 and the reference model's FFN (2048 tokens,
- * 256 → 768) in its forward and backward forms, plus the f32 matvec. Prints
- * GFLOP/s and the fraction of the measured FMA peak.
+ * matter: 512³, 256×512×1536 and every f32 matmul shape of a `ref-4m`
+ * training step (batch 16 × seq 128: each linear's forward at λ < 1 and its
+ * dX and dW, the LM head's forward, dX and dW), plus the f32 matvec. Prints
+ * GFLOP/s and the fraction of the FMA peak measured in the same run.
  *
  * Run: `deno run -A bench/matmul_bench.ts`.
  *
@@ -12,6 +13,7 @@ import { WasmKernels } from "../src/backend/wasm/wasm_kernels.ts";
 import type { BenchResult } from "./result.ts";
 
 export type { BenchResult };
+import { PRESETS } from "../src/common/presets.ts";
 import {
   measurePeakGflops,
   medianSeconds,
@@ -27,26 +29,49 @@ interface Shape {
   readonly transB?: boolean;
 }
 
-// The reference model's FFN (2048 tokens, 256 → 768) as Y = X·Wᵀ, and its
-// backward products dX = dY·W and dW = dYᵀ·X.
+/**
+ * The f32 matmuls of one `ref-4m` training step, by shape: for a linear
+ * `in → out` over `T` tokens, the forward `Y = X·Wᵀ` (f32 only at λ < 1; at
+ * λ = 1 it runs in integers), `dX = dY·W` and `dW = dYᵀ·X`; the tied LM head
+ * is the same with `in` = hidden and `out` = vocab.
+ */
+function trainingStepShapes(): Shape[] {
+  const c = PRESETS["ref-4m"];
+  const T = 16 * 128, d = c.hidden_size, f = c.intermediate_size;
+  const linears: Array<[string, number, number]> = [
+    ["attn", d, d],
+    ["ffn_up", d, f],
+    ["ffn_down", f, d],
+    ["head", d, c.vocab_size],
+  ];
+  return linears.flatMap(([what, inF, out]) => [
+    {
+      name: `matmul_f32_${what}_fwd_a_bt_m${T}_k${inF}_n${out}`,
+      m: T,
+      n: out,
+      k: inF,
+      transB: true,
+    },
+    {
+      name: `matmul_f32_${what}_dx_a_b_m${T}_k${out}_n${inF}`,
+      m: T,
+      n: inF,
+      k: out,
+    },
+    {
+      name: `matmul_f32_${what}_dw_at_b_m${out}_k${T}_n${inF}`,
+      m: out,
+      n: inF,
+      k: T,
+      transA: true,
+    },
+  ]);
+}
+
 const SHAPES: readonly Shape[] = [
   { name: "matmul_f32_512x512x512", m: 512, n: 512, k: 512 },
   { name: "matmul_f32_m256_k512_n1536", m: 256, n: 1536, k: 512 },
-  {
-    name: "matmul_f32_ffn_fwd_a_bt_m2048_k256_n768",
-    m: 2048,
-    n: 768,
-    k: 256,
-    transB: true,
-  },
-  { name: "matmul_f32_ffn_dx_a_b_m2048_k768_n256", m: 2048, n: 256, k: 768 },
-  {
-    name: "matmul_f32_ffn_dw_at_b_m768_k2048_n256",
-    m: 768,
-    n: 256,
-    k: 2048,
-    transA: true,
-  },
+  ...trainingStepShapes(),
 ];
 
 /** Runs the matmul and matvec benchmarks (GFLOP/s, fraction of peak). */
