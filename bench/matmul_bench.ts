@@ -3,12 +3,14 @@
  * matter: 512³, 256×512×1536 and every f32 matmul shape of a `ref-4m`
  * training step (batch 16 × seq 128: each linear's forward at λ < 1 and its
  * dX and dW, the LM head's forward, dX and dW), plus the f32 matvec. Prints
- * GFLOP/s and the fraction of the FMA peak measured in the same run.
+ * GFLOP/s and the fraction of the FMA peak measured in the same run, with the
+ * blocking training uses here (`tunedMatmulConfig`: tuned on first use).
  *
  * Run: `deno run -A bench/matmul_bench.ts`.
  *
  * @module
  */
+import { tunedMatmulConfig } from "../src/backend/cpu/matmul_tuning.ts";
 import { WasmKernels } from "../src/backend/wasm/wasm_kernels.ts";
 import type { BenchResult } from "./result.ts";
 
@@ -77,6 +79,10 @@ const SHAPES: readonly Shape[] = [
 /** Runs the matmul and matvec benchmarks (GFLOP/s, fraction of peak). */
 export async function run(): Promise<BenchResult[]> {
   const kernels = await WasmKernels.create();
+  // The blocking training uses on this machine (tuned once, cached in .cache/).
+  kernels.matmulConfig = tunedMatmulConfig(kernels);
+  const { tile, mc, kc, nc } = kernels.matmulConfig;
+  console.error(`matmul blocking: tile ${tile}, mc ${mc}, kc ${kc}, nc ${nc}`);
   const peak = measurePeakGflops(kernels);
   const results: BenchResult[] = [];
   for (const s of SHAPES) {

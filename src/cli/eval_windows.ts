@@ -13,6 +13,7 @@ import { openSearchRun } from "../search/run_evaluator.ts";
 import { SearchError, toSearchError } from "../search/space.ts";
 import { scoreMap } from "../search/weights_evaluator.ts";
 import { UsageError } from "./errors.ts";
+import { runtimeKernels } from "./threads.ts";
 
 type Opt<A> = Option.Option<A>;
 
@@ -47,7 +48,8 @@ export const asUsage = <A, E>(e: Effect.Effect<A, E | SearchError>) =>
 /**
  * `deno task eval --eval-tokens N [--seed S] [--bit-map F]`: the perplexity
  * of a run under a map on the search's windows of its validation split,
- * scored exactly as the search scored it.
+ * scored exactly as the search scored it (on `threads` threads, default
+ * every core: the same numbers for any count).
  */
 export function evalWindowsProgram(flags: {
   readonly model: string;
@@ -55,8 +57,9 @@ export function evalWindowsProgram(flags: {
   readonly evalTokens: number;
   readonly seed: Opt<number>;
   readonly json: boolean;
+  readonly threads?: number;
 }): Effect.Effect<void, UsageError | ConfigError | DataError | SearchError> {
-  return Effect.gen(function* () {
+  return Effect.scoped(Effect.gen(function* () {
     const evalTokens = yield* positiveInt(
       "eval-tokens",
       Option.some(flags.evalTokens),
@@ -83,8 +86,9 @@ export function evalWindowsProgram(flags: {
       catch: (e) =>
         e instanceof SearchError ? e : new SearchError({ message: String(e) }),
     }));
+    const kernels = yield* runtimeKernels(flags.threads);
     const s = yield* Effect.tryPromise({
-      try: () => scoreMap(run, map, run.valid, windows, run.batch),
+      try: () => scoreMap(run, map, run.valid, windows, run.batch, kernels),
       catch: toSearchError,
     });
     yield* Console.log(
@@ -94,5 +98,5 @@ export function evalWindowsProgram(flags: {
           s.loss.toFixed(6)
         }, perplexity ${s.ppl.toFixed(6)}`,
     );
-  });
+  }));
 }

@@ -27,6 +27,7 @@ import { acquireGpuDevice } from "../backend/webgpu/device.ts";
 import { BufferPool } from "../backend/webgpu/buffer_pool.ts";
 import { WebGpuKernels } from "../backend/webgpu/kernels.ts";
 import { UsageError } from "./errors.ts";
+import { checkThreads, runtimeKernels, threadsFlag } from "./threads.ts";
 
 const int = (name: string, description: string) =>
   Flag.Int(name).pipe(Flag.optional, Flag.withDescription(description));
@@ -106,6 +107,7 @@ export const inferFlags = {
       "compute backend: auto = webgpu on a real GPU, else cpu; webgpu also runs on a software adapter",
     ),
   ),
+  threads: threadsFlag,
 };
 
 type Opt<A> = Option.Option<A>;
@@ -131,6 +133,7 @@ export interface InferFlags {
   readonly json: boolean;
   readonly chat: boolean;
   readonly backend: "auto" | "cpu" | "webgpu";
+  readonly threads: Opt<number>;
 }
 
 const usage = (message: string) => new UsageError({ message });
@@ -301,11 +304,13 @@ function stdinLines(): () => Promise<string | undefined> {
 
 /**
  * The model on the backend `--backend` asks for: `webgpu` on any adapter
- * (a software one too), `auto` on a real GPU only, else the CPU runtime.
+ * (a software one too), `auto` on a real GPU only, else the CPU runtime on
+ * `threads` threads (default: every core).
  */
 function acquireModel(
   weights: ModelWeights,
   backend: "auto" | "cpu" | "webgpu",
+  threads: number | undefined,
 ): Effect.Effect<
   InferenceModel | WebGpuInferenceModel,
   UsageError | InferenceError,
@@ -315,13 +320,16 @@ function acquireModel(
     e instanceof InferenceError ? e : new InferenceError({
       message: e instanceof Error ? e.message : String(e),
     });
-  const cpu = Effect.acquireRelease(
-    Effect.tryPromise({
-      try: () => InferenceModel.create(weights),
-      catch: asInference,
-    }),
-    (m) => Effect.sync(() => m.release()),
-  );
+  const cpu = Effect.gen(function* () {
+    const kernels = yield* runtimeKernels(threads);
+    return yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: () => InferenceModel.create(weights, { kernels }),
+        catch: asInference,
+      }),
+      (m) => Effect.sync(() => m.release()),
+    );
+  });
   if (backend === "cpu") return cpu;
   return Effect.gen(function* () {
     const device = acquireGpuDevice({ allowFallback: backend === "webgpu" });
@@ -352,6 +360,7 @@ export function inferProgram(
 ): Effect.Effect<void, UsageError | DataError | ConfigError> {
   return Effect.scoped(Effect.gen(function* () {
     const options = yield* generateOptions(flags);
+    const threads = yield* checkThreads(flags.threads, flags.backend);
     const prompt = Option.getOrUndefined(flags.prompt);
     if (prompt === undefined && !flags.chat) {
       return yield* usage("--prompt is required (or use --chat)");
@@ -368,7 +377,7 @@ export function inferProgram(
       bitMap,
       bitMapSource: bitMapFile,
     });
-    const model = yield* acquireModel(weights, flags.backend);
+    const model = yield* acquireModel(weights, flags.backend, threads);
     const ctx = Option.getOrElse(flags.context, () => model.config.max_seq_len);
     if (!(ctx >= 1)) return yield* usage(`--context must be ≥ 1, got ${ctx}`);
     const session = yield* Effect.try({

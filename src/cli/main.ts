@@ -85,6 +85,7 @@ const evaluate = Command.make("eval", {
     ),
   ),
   backend: trainFlags.backend,
+  threads: trainFlags.threads,
 }, evalProgram).pipe(
   Command.withDescription("true perplexity of a trained model on a text file"),
 );

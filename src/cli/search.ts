@@ -1,11 +1,13 @@
 /**
  * `deno task search`: the smallest bit map of a trained run within a
  * perplexity limit. Writes `bitmap.json`, `search.json` (resumable journal)
- * and `frontier.svg` to `--out`.
+ * and `frontier.svg` to `--out`; with `--finetune-steps K`, then trains the
+ * chosen map for K steps from the run's latent weights into a new run
+ * (`--finetune-out`) and reports its perplexity before and after.
  *
  * @module
  */
-import { Console, Context, Effect, Layer, Option } from "effect";
+import { Console, Context, Effect, Layer, Option, type Scope } from "effect";
 import { Flag } from "effect/cli";
 import { ComputeBackend } from "../backend/service.ts";
 import type { GpuUnavailableError } from "../backend/webgpu/device.ts";
@@ -34,9 +36,20 @@ import {
 } from "../search/space.ts";
 import { openSearchRun, runEvaluator } from "../search/run_evaluator.ts";
 import type { TrainError } from "../train/trainer.ts";
+import { resolveCheckpoint } from "../train/checkpoint.ts";
+import { fineTuneSettings, trainFromRun } from "../train/init_from.ts";
+import { ProgressPrinter } from "../train/report.ts";
+import { checkNewRunDir } from "../train/run.ts";
+import { DEFAULT_CACHE_DIR, loadTrainedRun } from "../train/trained_model.ts";
+import type { Backend } from "../backend/backend.ts";
+import type { SearchRun } from "../search/run_evaluator.ts";
+import type { EvalWindows, Score } from "../search/evaluator.ts";
+import type { WasmKernels } from "../backend/wasm/wasm_kernels.ts";
+import type { TrainSettings } from "../train/settings.ts";
 import { UsageError } from "./errors.ts";
 import { asUsage, DEFAULT_EVAL_TOKENS, positiveInt } from "./eval_windows.ts";
 import { backendLayer, trainFlags } from "./train.ts";
+import { checkThreads, runtimeKernels } from "./threads.ts";
 
 const opt = <A>(flag: Flag.Flag<A>, description: string) =>
   flag.pipe(Flag.optional, Flag.withDescription(description));
@@ -101,7 +114,16 @@ export const searchFlags = {
       "forward pass that scores maps: the inference runtime, or the (slower) training forward",
     ),
   ),
+  finetuneSteps: opt(
+    Flag.Int("finetune-steps"),
+    "afterwards, train the chosen map for this many steps from the run's weights (a new run; the source is not changed)",
+  ),
+  finetuneOut: opt(
+    Flag.String("finetune-out"),
+    "run directory of the fine-tune (default <model>-ft)",
+  ),
   backend: trainFlags.backend,
+  threads: trainFlags.threads,
 };
 
 type Opt<A> = Option.Option<A>;
@@ -123,7 +145,10 @@ export interface SearchFlags {
   readonly out: Opt<string>;
   readonly fullSplit: boolean;
   readonly evaluator: "runtime" | "training";
+  readonly finetuneSteps: Opt<number>;
+  readonly finetuneOut: Opt<string>;
   readonly backend: "auto" | "cpu" | "webgpu";
+  readonly threads: Opt<number>;
 }
 
 const usage = (message: string) => new UsageError({ message });
@@ -180,6 +205,142 @@ function progressLine(
   } ${mib(e.bytes)} ppl ${e.ppl.toFixed(3)}${
     e.feasible ? " ✓" : "  "
   } (${rate}) | ${best}${eta} | ${what}`;
+}
+
+/** The fine-tune `--finetune-steps` asks for. */
+interface FineTunePlan {
+  readonly steps: number;
+  readonly out: string;
+}
+
+/** `path` made absolute (against the working directory) and normalized. */
+const absolute = (path: string) =>
+  new URL(path.replace(/\/+$/, ""), `file://${Deno.cwd()}/`).pathname;
+
+/**
+ * The fine-tune the flags ask for (undefined: none), checked before the
+ * search spends its time: a step count ≥ 1 and a directory that may hold a
+ * new run (missing, empty, or a run's own files without a checkpoint) other
+ * than the search's `--out`.
+ */
+function fineTunePlan(
+  flags: SearchFlags,
+  out: string,
+): Effect.Effect<FineTunePlan | undefined, UsageError | TrainError> {
+  return Effect.gen(function* () {
+    if (Option.isNone(flags.finetuneSteps)) {
+      if (Option.isSome(flags.finetuneOut)) {
+        return yield* usage(
+          "--finetune-out: give --finetune-steps K too (the steps to train the chosen map)",
+        );
+      }
+      return undefined;
+    }
+    const steps = yield* positiveInt("finetune-steps", flags.finetuneSteps, 1);
+    const dir = Option.getOrElse(
+      flags.finetuneOut,
+      () => `${flags.model.replace(/\/+$/, "")}-ft`,
+    );
+    if (absolute(dir) === absolute(out)) {
+      return yield* usage(
+        `--finetune-out: ${dir} is the search's --out; give the fine-tune its own directory`,
+      );
+    }
+    const held = yield* resolveCheckpoint(dir).pipe(
+      Effect.map(() => true),
+      Effect.catch(() => Effect.succeed(false)),
+    );
+    if (held) {
+      return yield* usage(
+        `--finetune-out: ${dir} already holds a run; give a new or empty directory`,
+      );
+    }
+    yield* checkNewRunDir(dir, "--finetune-out");
+    return { steps, out: dir };
+  });
+}
+
+const scoreJson = (s: Score) => ({
+  loss: s.loss,
+  ppl: s.ppl,
+  tokens: s.tokens,
+});
+
+/** A fine-tune of the chosen map, scored. */
+interface FineTuned {
+  readonly steps: number;
+  readonly settings: TrainSettings;
+  readonly trainSeconds: number;
+  readonly tokensPerSecond: number;
+  /** The fine-tuned weights under the map, on the search's windows. */
+  readonly windows: Score;
+  /** The same on the whole validation split (when it was asked for). */
+  readonly wholeSplit?: Score;
+}
+
+/**
+ * Trains `map` for `plan.steps` steps from `run`'s latent weights into the
+ * new run `plan.out` (the source run is only read), then scores the result
+ * under `map` with the search's evaluator on its windows, and on the whole
+ * validation split when `wholeSplit` is given.
+ */
+function fineTuneChoice(options: {
+  readonly run: SearchRun;
+  readonly map: LayerBitMap;
+  readonly plan: FineTunePlan;
+  readonly windows: EvalWindows;
+  readonly wholeSplit: EvalWindows | undefined;
+  /** The backend the fine-tune trains on. */
+  readonly backend: Backend;
+  /** The search's evaluator backend (undefined: the inference runtime). */
+  readonly evaluatorBackend: Backend | undefined;
+  readonly kernels: WasmKernels;
+}): Effect.Effect<
+  FineTuned,
+  TrainError | DataError | ConfigError | SearchError,
+  Scope.Scope
+> {
+  return Effect.gen(function* () {
+    const { run, map, plan, kernels } = options;
+    const settings = fineTuneSettings(run.settings, plan.steps);
+    console.error(
+      `fine-tune: the chosen map from ${run.checkpointPath}, ${plan.steps} steps (peak lr ${settings.lr.peakLr}) → ${plan.out}`,
+    );
+    const trained = yield* trainFromRun({
+      source: {
+        ...run,
+        config: { ...run.config, layer_bit_map: map },
+        bitMap: map,
+      },
+      out: plan.out,
+      settings,
+      cacheDir: DEFAULT_CACHE_DIR,
+      saveEvery: 0,
+      progress: new ProgressPrinter(),
+    }).pipe(Effect.provideService(ComputeBackend, options.backend));
+    const tuned = yield* loadTrainedRun(plan.out);
+    const evaluator = yield* runEvaluator(
+      { ...tuned, valid: run.valid, seqLen: run.seqLen, batch: run.batch },
+      options.windows,
+      options.evaluatorBackend,
+      kernels,
+    );
+    const windows = yield* evaluator.evaluate(map);
+    const whole = options.wholeSplit;
+    const wholeSplit = whole === undefined ? undefined : yield* Effect
+      .tryPromise({
+        try: () => scoreMap(tuned, map, run.valid, whole, run.batch, kernels),
+        catch: toSearchError,
+      });
+    return {
+      steps: trained.steps,
+      settings,
+      trainSeconds: trained.trainSeconds,
+      tokensPerSecond: trained.tokensPerSecond,
+      windows,
+      ...(wholeSplit === undefined ? {} : { wholeSplit }),
+    };
+  });
 }
 
 function formatSeconds(s: number): string {
@@ -243,6 +404,8 @@ export function searchProgram(
     );
     const seed = yield* positiveInt("seed", flags.seed, 0, 0);
     const out = Option.getOrElse(flags.out, () => `${flags.model}/search`);
+    const threads = yield* checkThreads(flags.threads, flags.backend);
+    const finetune = yield* fineTunePlan(flags, out);
 
     const run = yield* openSearchRun(flags.model);
     const space = yield* asUsage(Effect.try({
@@ -277,14 +440,16 @@ export function searchProgram(
       catch: (e) =>
         e instanceof SearchError ? e : new SearchError({ message: String(e) }),
     }));
-    // Only the training forward runs on a compute backend.
+    // Only the training forward (and a fine-tune) runs on a compute backend.
+    const buildBackend = Effect.map(
+      Layer.build(backendLayer(flags.backend, threads)),
+      (context) => Context.get(context, ComputeBackend),
+    );
     const backend = flags.evaluator === "training"
-      ? Context.get(
-        yield* Layer.build(backendLayer(flags.backend)),
-        ComputeBackend,
-      )
+      ? yield* buildBackend
       : undefined;
-    const evaluator = yield* runEvaluator(run, windows, backend);
+    const kernels = yield* runtimeKernels(threads);
+    const evaluator = yield* runEvaluator(run, windows, backend, kernels);
 
     const source = {
       model: run.checkpointPath,
@@ -417,20 +582,35 @@ export function searchProgram(
       return;
     }
     const c = result.choice;
-    if (flags.fullSplit) {
-      // The limit was checked on a sample of windows; here is the whole split.
-      const all = selectEvalWindows(run.valid.length, {
+    // The limit was checked on a sample of windows; here is the whole split.
+    const all = flags.fullSplit
+      ? selectEvalWindows(run.valid.length, {
         seqLen: run.seqLen,
         evalTokens: run.valid.length,
         seed: 0,
-      });
+      })
+      : undefined;
+    let chosenWhole: Score | undefined;
+    if (all !== undefined) {
       const score = (map: LayerBitMap) =>
         Effect.tryPromise({
-          try: () => scoreMap(run, map, run.valid, all, run.batch),
+          try: () => scoreMap(run, map, run.valid, all, run.batch, kernels),
           catch: toSearchError,
         });
+      // Two full passes over the split: say so, they take a while.
+      const tokens = all.starts.length * all.seqLen;
+      const started = performance.now();
+      log(
+        `scoring the run's map and the chosen map on the whole validation split (${tokens} tokens) …`,
+      );
       const ref = yield* score(result.reference.map);
+      log(
+        `run's map: ppl ${ref.ppl.toFixed(3)} (${
+          ((performance.now() - started) / 1000).toFixed(1)
+        }s); now the chosen map …`,
+      );
       const chosen = yield* score(c.map);
+      chosenWhole = chosen;
       log(
         `whole validation split (${chosen.tokens} tokens): chosen ppl ${
           chosen.ppl.toFixed(3)
@@ -450,6 +630,61 @@ export function searchProgram(
         (100 * c.bytes / result.reference.bytes).toFixed(1)
       }% of the run's map), ppl ${c.ppl} (loss ${c.loss}) → ${out}/bitmap.json`,
     );
+    if (finetune !== undefined) {
+      const tuned = yield* fineTuneChoice({
+        run,
+        map: c.map,
+        plan: finetune,
+        windows,
+        wholeSplit: all,
+        backend: backend ?? (yield* buildBackend),
+        // The fine-tune is scored as the search scored the choice.
+        evaluatorBackend: backend,
+        kernels,
+      });
+      const before = { loss: c.loss, ppl: c.ppl, tokens: c.tokens };
+      log(
+        `fine-tuned ${finetune.steps} steps → ${finetune.out}: ppl on the search's windows ${
+          c.ppl.toFixed(3)
+        } → ${tuned.windows.ppl.toFixed(3)}${
+          tuned.wholeSplit && chosenWhole
+            ? `; whole validation split ${chosenWhole.ppl.toFixed(3)} → ${
+              tuned.wholeSplit.ppl.toFixed(3)
+            }`
+            : ""
+        }`,
+      );
+      const { evaluations, ...done } = JSON.parse(
+        searchRecordJson(header, result.evaluations, result),
+      );
+      yield* writeFileAtomic(
+        journal,
+        JSON.stringify(
+          {
+            ...done,
+            finetune: {
+              out: finetune.out,
+              steps: tuned.steps,
+              settings: tuned.settings,
+              trainSeconds: tuned.trainSeconds,
+              tokensPerSecond: tuned.tokensPerSecond,
+              windows: { before, after: scoreJson(tuned.windows) },
+              ...(tuned.wholeSplit && chosenWhole
+                ? {
+                  wholeSplit: {
+                    before: scoreJson(chosenWhole),
+                    after: scoreJson(tuned.wholeSplit),
+                  },
+                }
+                : {}),
+            },
+            evaluations,
+          },
+          null,
+          1,
+        ) + "\n",
+      );
+    }
     yield* Console.log(JSON.stringify(c.map));
   }));
 }

@@ -4,11 +4,15 @@
  *
  * @module
  */
-import { Console, Effect, type Layer, Option } from "effect";
+import { Console, Effect, Layer, Option } from "effect";
 import { Flag } from "effect/cli";
 import { ComputeBackend } from "../backend/service.ts";
 import type { GpuUnavailableError } from "../backend/webgpu/device.ts";
-import { type OneBitLlmConfig, resolveBitMap } from "../common/config.ts";
+import {
+  bitMapIssues,
+  type OneBitLlmConfig,
+  resolveBitMap,
+} from "../common/config.ts";
 import {
   type ConfigError,
   loadBitMap,
@@ -20,7 +24,11 @@ import {
   linearMode,
   lmHeadMode,
 } from "../common/layer_bit_map.ts";
-import { CHECKPOINT_FILES, resolveCheckpoint } from "../train/checkpoint.ts";
+import {
+  CHECKPOINT_FILES,
+  pathExists,
+  resolveCheckpoint,
+} from "../train/checkpoint.ts";
 import { prepareDataset } from "../common/dataset.ts";
 import { DataError, readText } from "../common/text_sources.ts";
 import { quantPhases } from "../core/schedule.ts";
@@ -32,12 +40,19 @@ import {
   lrSchedule,
   type TrainSettings,
 } from "../train/settings.ts";
-import { DEFAULT_CACHE_DIR, loadTrainedModel } from "../train/trained_model.ts";
+import {
+  DEFAULT_CACHE_DIR,
+  loadTrainedModel,
+  loadTrainedRun,
+  type TrainedRun,
+} from "../train/trained_model.ts";
 import { evaluateModel, type TrainError } from "../train/trainer.ts";
+import { initSourceKind, trainFromRun } from "../train/init_from.ts";
 import { UsageError } from "./errors.ts";
 import { evalWindowsProgram } from "./eval_windows.ts";
 import type { SearchError } from "../search/space.ts";
 import { resolveBitMapFlag, resolveConfig } from "./stats.ts";
+import { checkThreads, threadsFlag } from "./threads.ts";
 
 const int = (name: string, description: string) =>
   Flag.Int(name).pipe(Flag.optional, Flag.withDescription(description));
@@ -61,13 +76,16 @@ export const trainFlags = {
   bitMap: str("bit-map", "LayerBitMap JSON (per-layer modes)"),
   init: str(
     "init",
-    "start from a transformers BitNet directory (an hf export, or PyTorch's): its model and latent weights",
+    "start from a run directory or a transformers BitNet directory (an hf export, or PyTorch's): its model and latent weights (--bit-map may change the modes)",
   ),
   data: str(
     "data",
-    "training text: file, directory, JSONL or WikiText (default: Brown corpus; with --resume, the run's own)",
+    "training text: file, directory, JSONL or WikiText (default: Brown corpus; with --resume or --init RUN, the run's own)",
   ),
-  out: str("out", "run directory (default: runs/<preset>)"),
+  out: str(
+    "out",
+    "run directory (default: runs/<preset>; with --init RUN, RUN-ft)",
+  ),
   steps: int("steps", "optimizer steps (default: as many as --time allows)"),
   time: str(
     "time",
@@ -114,6 +132,7 @@ export const trainFlags = {
     Flag.withDefault("auto"),
     Flag.withDescription("compute backend"),
   ),
+  threads: threadsFlag,
   seed: int("seed", "seed of initialization and batch order (default 0)"),
   resume: Flag.Boolean("resume").pipe(
     Flag.withDefault(false),
@@ -149,6 +168,7 @@ export interface TrainFlags {
   readonly evalEvery: Opt<number>;
   readonly saveEvery: Opt<number>;
   readonly backend: "auto" | "cpu" | "webgpu";
+  readonly threads: Opt<number>;
   readonly seed: Opt<number>;
   readonly resume: boolean;
 }
@@ -178,19 +198,130 @@ function positive(
 /**
  * The backend layer a `--backend` flag asks for: `auto` uses WebGPU only on a
  * real (non-fallback) adapter, `webgpu` forces it (a software adapter too),
- * `cpu` forces WebAssembly SIMD.
+ * `cpu` forces WebAssembly SIMD. The CPU backend runs on `threads` threads
+ * (default: every core; check the flag with `checkThreads` first).
  */
 export function backendLayer(
   kind: "auto" | "cpu" | "webgpu",
+  threads?: number,
 ): Layer.Layer<ComputeBackend, GpuUnavailableError> {
-  switch (kind) {
-    case "cpu":
-      return ComputeBackend.cpu;
-    case "webgpu":
-      return ComputeBackend.webgpu({ allowFallback: true });
-    case "auto":
-      return ComputeBackend.auto;
+  if (threads === undefined) {
+    switch (kind) {
+      case "cpu":
+        return ComputeBackend.cpu;
+      case "webgpu":
+        return ComputeBackend.webgpu({ allowFallback: true });
+      case "auto":
+        return ComputeBackend.auto;
+    }
   }
+  const cpu = ComputeBackend.cpuWith({ threads });
+  if (kind === "cpu") return cpu;
+  if (kind === "webgpu") return ComputeBackend.webgpu({ allowFallback: true });
+  // ComputeBackend.auto, with the CPU fallback on `threads` threads.
+  return ComputeBackend.webgpu({ powerPreference: "high-performance" }).pipe(
+    Layer.tap(() =>
+      Effect.logInfo(
+        `--threads ${threads}: not used, a GPU computes (--backend cpu to compute on the CPU)`,
+      )
+    ),
+    Layer.catchTag("GpuUnavailableError", (error) =>
+      Layer.unwrap(
+        Effect.logInfo(
+          `using the cpu backend, WebGPU is unavailable (${error.reason}): ${error.message}`,
+        ).pipe(Effect.as(cpu)),
+      )),
+  );
+}
+
+/**
+ * `program` on the backend that `--backend` and `--threads` ask for, the
+ * flags checked before any backend is built.
+ */
+function withBackend<A, E, R>(
+  flags: {
+    readonly backend: "auto" | "cpu" | "webgpu";
+    readonly threads: Opt<number>;
+  },
+  program: Effect.Effect<A, E, R>,
+): Effect.Effect<
+  A,
+  E | UsageError | GpuUnavailableError,
+  Exclude<R, ComputeBackend>
+> {
+  return checkThreads(flags.threads, flags.backend).pipe(
+    Effect.flatMap((threads) =>
+      program.pipe(Effect.provide(backendLayer(flags.backend, threads)))
+    ),
+  );
+}
+
+/**
+ * The bit map `file` (of `--bit-map`) checked against the model of the
+ * `--init` directory `init`: one line naming the flag, the file and every
+ * misfit.
+ */
+function initBitMap(
+  config: OneBitLlmConfig,
+  file: string,
+  init: string,
+): Effect.Effect<LayerBitMap, UsageError | ConfigError> {
+  return loadBitMap(file).pipe(
+    Effect.flatMap((map) => {
+      const issues = bitMapIssues(config, map);
+      return issues.length === 0 ? Effect.succeed(map) : Effect.fail(
+        new UsageError({
+          message:
+            `--bit-map: ${file} does not fit the model of --init ${init}: ${
+              issues.join("; ")
+            }`,
+        }),
+      );
+    }),
+  );
+}
+
+/**
+ * The model of the `--init` directory: a run's (under `--bit-map` when
+ * given, loaded with its latent weights) or a transformers BitNet
+ * directory's. Fails naming `--init` for a directory that is neither.
+ */
+function initModel(
+  init: string,
+  bitMap: Opt<string>,
+): Effect.Effect<
+  { readonly config: OneBitLlmConfig; readonly run?: TrainedRun },
+  UsageError | ConfigError | DataError
+> {
+  return Effect.gen(function* () {
+    const kind = yield* initSourceKind(init);
+    if (kind === undefined) {
+      return yield* new UsageError({
+        message: (yield* pathExists(init))
+          ? `--init: ${init} is neither a run directory (no \`latest\` file) nor a transformers BitNet directory (no config.json and model.safetensors)`
+          : `--init: ${init}: no such directory`,
+      });
+    }
+    if (kind === "hf") {
+      const { config } = yield* readHfConfig(init);
+      return {
+        config: Option.isSome(bitMap)
+          ? {
+            ...config,
+            layer_bit_map: yield* initBitMap(config, bitMap.value, init),
+          }
+          : config,
+      };
+    }
+    const map = Option.isSome(bitMap)
+      ? yield* initBitMap(yield* checkpointConfig(init), bitMap.value, init)
+      : undefined;
+    const run = yield* loadTrainedRun(init, {
+      bitMap: map,
+      bitMapSource: Option.getOrUndefined(bitMap),
+    });
+    return { config: run.config, run };
+  });
 }
 
 /** The run's settings at a step count, from the flags (absent flags take the defaults). */
@@ -357,14 +488,20 @@ export function trainProgram(
           `--init starts a new run from ${init}'s model: drop --${clash}`,
       });
     }
-    let config = init !== undefined
-      ? (yield* readHfConfig(init)).config
+    const initial = init === undefined
+      ? undefined
+      : yield* initModel(init, flags.bitMap);
+    let config = initial !== undefined
+      ? initial.config
       : explicitConfig
       ? yield* resolveConfig({ preset, config: flags.config })
       : undefined;
     const out = Option.getOrElse(
       flags.out,
-      () => `runs/${Option.isSome(flags.config) ? "custom" : preset}`,
+      () =>
+        initial?.run !== undefined
+          ? `${init!.replace(/\/+$/, "")}-ft`
+          : `runs/${Option.isSome(flags.config) ? "custom" : preset}`,
     );
     if (out.trim() === "") {
       return yield* new UsageError({
@@ -384,7 +521,10 @@ export function trainProgram(
       config = Option.isSome(flags.config)
         ? { ...config!, layer_bit_map: map }
         : undefined;
-    } else if (config !== undefined && Option.isSome(flags.bitMap)) {
+    } else if (
+      initial === undefined && config !== undefined &&
+      Option.isSome(flags.bitMap)
+    ) {
       const map = yield* resolveBitMapFlag(config, flags.bitMap);
       config = { ...config, layer_bit_map: map };
     }
@@ -400,9 +540,7 @@ export function trainProgram(
     const settingsFor = config && settingsFrom(flags, config, values);
     const planned = settingsFor !== undefined && !flags.resume &&
       stepsFlag === undefined && budget !== undefined;
-    const result = yield* runTraining({
-      resumeSteps: flags.resume ? stepsFlag : undefined,
-      config,
+    const common = {
       settings: settingsFor && stepsFlag !== undefined
         ? settingsFor(stepsFlag)
         : undefined,
@@ -410,15 +548,23 @@ export function trainProgram(
         ? { seconds: budget!, settingsFor: settingsFor! }
         : undefined,
       out,
-      resume: flags.resume,
-      init,
       data: Option.getOrUndefined(flags.data),
       cacheDir: DEFAULT_CACHE_DIR,
       // A planned run stops by its plan (see runTraining); else --time is a limit.
       timeBudgetSeconds: planned ? undefined : budget,
       saveEvery,
       progress: new ProgressPrinter({ timeBudgetSeconds: budget }),
-    });
+    };
+    const source = initial?.run;
+    const result = source !== undefined
+      ? yield* trainFromRun({ ...common, source })
+      : yield* runTraining({
+        ...common,
+        resumeSteps: flags.resume ? stepsFlag : undefined,
+        config,
+        resume: flags.resume,
+        init,
+      });
     yield* Effect.logInfo(
       `done: ${result.steps} steps in ${
         result.trainSeconds.toFixed(1)
@@ -426,7 +572,7 @@ export function trainProgram(
         result.tokens.toLocaleString("en-US")
       } tokens, ${result.tokensPerSecond.toFixed(0)} tokens/s; run in ${out}`,
     );
-  })).pipe(Effect.provide(backendLayer(flags.backend)));
+  })).pipe((program) => withBackend(flags, program));
 }
 
 /** The `prep` command's program: build (or find) the cached dataset. */
@@ -459,6 +605,7 @@ export function evalProgram(flags: {
   readonly json: boolean;
   readonly bitMap: Opt<string>;
   readonly backend: "auto" | "cpu" | "webgpu";
+  readonly threads: Opt<number>;
 }): Effect.Effect<
   void,
   | UsageError
@@ -479,7 +626,11 @@ export function evalProgram(flags: {
   }
   // The search's windows, scored as the search scores them.
   if (evalTokens !== undefined) {
-    return evalWindowsProgram({ ...flags, evalTokens });
+    return checkThreads(flags.threads, flags.backend).pipe(
+      Effect.flatMap((threads) =>
+        evalWindowsProgram({ ...flags, evalTokens, threads })
+      ),
+    );
   }
   return Effect.scoped(Effect.gen(function* () {
     const bitMapFile = Option.getOrUndefined(flags.bitMap);
@@ -513,5 +664,5 @@ export function evalProgram(flags: {
           r.loss.toFixed(4)
         }, perplexity ${r.ppl.toFixed(2)}`,
     );
-  })).pipe(Effect.provide(backendLayer(flags.backend)));
+  })).pipe((program) => withBackend(flags, program));
 }

@@ -8,6 +8,7 @@
  */
 import { Effect } from "effect";
 import { loadBrown } from "./corpus.ts";
+import { pathExists } from "./path_exists.ts";
 import { DataError, loadTextSplit, type TextSplit } from "./text_sources.ts";
 import {
   loadTokenizer,
@@ -90,9 +91,6 @@ function sourceName(
   });
 }
 
-const exists = (path: string): Effect.Effect<boolean> =>
-  Effect.promise(() => Deno.stat(path).then(() => true, () => false));
-
 /**
  * The prepared dataset of `options`: reused from the cache when its files
  * exist and agree, otherwise built — text read and split (Brown: fixed
@@ -106,8 +104,8 @@ export function prepareDataset(
   return Effect.gen(function* () {
     const name = yield* sourceName(options);
     const files = datasetFiles(options.cacheDir, name);
-    const cached = (yield* exists(files.tokenizer)) &&
-      (yield* exists(files.train)) && (yield* exists(files.valid));
+    const cached = (yield* pathExists(files.tokenizer)) &&
+      (yield* pathExists(files.train)) && (yield* pathExists(files.valid));
     if (cached) {
       // The token files are checked against this tokenizer when opened.
       const tokenizer = yield* loadTokenizer(files.tokenizer);

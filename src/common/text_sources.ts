@@ -5,25 +5,16 @@
  *
  * @module
  */
-import { type Cause, Data, Effect } from "effect";
+import { Effect } from "effect";
+import { DataError } from "./data_error.ts";
 import { describeCause as describe } from "./describe.ts";
+import { pathExists } from "./path_exists.ts";
 
-/** The fields of a {@link DataError}. */
-export interface DataErrorFields {
-  /** The file or directory the error is about. */
-  readonly file: string;
-  /** What is wrong with it. */
-  readonly message: string;
-}
-
-/** The base class of {@link DataError}: `Data.TaggedError("DataError")`. */
-export const DataErrorBase: new (
-  args: DataErrorFields,
-) => Cause.YieldableError & { readonly _tag: "DataError" } & DataErrorFields =
-  Data.TaggedError("DataError");
-
-/** A data file or directory is missing, unreadable or malformed. */
-export class DataError extends DataErrorBase {}
+export {
+  DataError,
+  DataErrorBase,
+  type DataErrorFields,
+} from "./data_error.ts";
 
 /** Documents for training and for validation. */
 export interface TextSplit {
@@ -317,9 +308,6 @@ export const readDocuments = (
         : readTextFile(path),
   );
 
-const exists = (path: string): Effect.Effect<boolean> =>
-  Effect.promise(() => Deno.stat(path).then((i) => i.isFile, () => false));
-
 /**
  * Training and validation documents from user data. WikiText: when `path` is
  * `…/wiki.train.raw` (or a directory holding it) and `wiki.valid.raw` sits
@@ -336,13 +324,13 @@ export const loadTextSplit = (
       ? `${path.replace(/\/+$/, "")}/wiki.train.raw`
       : path;
     const isWiki = trainFile.endsWith("wiki.train.raw") &&
-      (yield* exists(trainFile));
+      (yield* pathExists(trainFile, "file"));
     if (isWiki) {
       const validFile = trainFile.replace(
         /wiki\.train\.raw$/,
         "wiki.valid.raw",
       );
-      if (yield* exists(validFile)) {
+      if (yield* pathExists(validFile, "file")) {
         return {
           train: yield* readWikiText(trainFile),
           valid: yield* readWikiText(validFile),

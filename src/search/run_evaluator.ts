@@ -6,6 +6,7 @@
  */
 import { Effect, type Scope } from "effect";
 import type { Backend } from "../backend/backend.ts";
+import type { WasmKernels } from "../backend/wasm/wasm_kernels.ts";
 import { ComputeBackend } from "../backend/service.ts";
 import type { ConfigError } from "../common/config_file.ts";
 import type { DataError } from "../common/text_sources.ts";
@@ -63,17 +64,18 @@ export interface NamedEvaluator {
 
 /**
  * The evaluator of `run` on `windows` of its validation split: without a
- * backend, the inference runtime on weights quantized once per mode; with
- * one, the training model's forward on it (the reference the runtime is
- * checked against; slower).
+ * backend, the inference runtime on weights quantized once per mode (on
+ * `kernels` when given); with one, the training model's forward on it (the
+ * reference the runtime is checked against; slower).
  */
 export function runEvaluator(
   run: SearchRun,
   windows: EvalWindows,
   backend?: Backend,
+  kernels?: WasmKernels,
 ): Effect.Effect<NamedEvaluator, never, Scope.Scope> {
   if (backend === undefined) {
-    return weightsEvaluator(run, run.valid, windows, run.batch).pipe(
+    return weightsEvaluator(run, run.valid, windows, run.batch, kernels).pipe(
       Effect.map((evaluate) => ({
         name: "inference runtime",
         evaluate,

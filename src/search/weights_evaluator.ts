@@ -13,6 +13,7 @@ import type { OneBitLlmConfig } from "../common/config.ts";
 import type { LayerBitMap } from "../common/layer_bit_map.ts";
 import type { QuantMode } from "../common/quant_mode.ts";
 import type { Tokenizer } from "../common/tokenizer.ts";
+import type { WasmKernels } from "../backend/wasm/wasm_kernels.ts";
 import { modelTensors, type TensorSpec } from "../core/tensors.ts";
 import { quantizeTensor, tensorMode } from "../infer/from_latents.ts";
 import { InferenceModel } from "../infer/runtime.ts";
@@ -101,13 +102,15 @@ export class QuantizedTensorCache {
 
 /**
  * An evaluator of `model` quantized under each map, on `windows` of
- * `tokens`; the loaded runtime is released when the scope closes.
+ * `tokens`; the loaded runtime (on `kernels` when given, e.g. with threads)
+ * is released when the scope closes.
  */
 export function weightsEvaluator(
   model: QuantizableModel,
   tokens: TokenArray,
   windows: EvalWindows,
   batch: number,
+  kernels?: WasmKernels,
 ): Effect.Effect<Evaluator<SearchError>, never, Scope.Scope> {
   return Effect.gen(function* () {
     const cache = new QuantizedTensorCache(model);
@@ -140,7 +143,7 @@ export function weightsEvaluator(
       }
       const next = await InferenceModel.create(
         cache.weights(map),
-        loaded ? { kernels: loaded.model.kernels } : {},
+        { kernels: loaded?.model.kernels ?? kernels },
       );
       loaded?.model.release();
       loaded = { model: next, modes };
@@ -156,8 +159,9 @@ export function weightsEvaluator(
 
 /**
  * The score of `model` quantized under `map` on `windows` of `tokens`,
- * loaded for the occasion: the same numbers the search's evaluator reports
- * for `map` (same quantizers, runtime and summation order).
+ * loaded for the occasion (on `kernels` when given): the same numbers the
+ * search's evaluator reports for `map` (same quantizers, runtime and
+ * summation order).
  */
 export async function scoreMap(
   model: QuantizableModel,
@@ -165,9 +169,11 @@ export async function scoreMap(
   tokens: TokenArray,
   windows: EvalWindows,
   batch: number,
+  kernels?: WasmKernels,
 ): Promise<Score> {
   const runtime = await InferenceModel.create(
     new QuantizedTensorCache(model).weights(map),
+    { kernels },
   );
   try {
     return scoreWindows(runtime, tokens, windows, batch);

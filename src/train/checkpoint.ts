@@ -34,6 +34,7 @@ import { DataError } from "../common/text_sources.ts";
 import { decodeField } from "./decode.ts";
 import { parseTokenizerJson, type Tokenizer } from "../common/tokenizer.ts";
 import { syncDir, writeFileAtomic } from "../common/atomic_write.ts";
+import { pathExists } from "../common/path_exists.ts";
 import {
   encodeSafetensors,
   readSafetensors,
@@ -41,6 +42,9 @@ import {
   type SafetensorsTensor,
 } from "../common/safetensors.ts";
 import { describeCause as describe } from "../common/describe.ts";
+
+// Re-exported for the modules of `train` that check run directories.
+export { pathExists };
 
 /** The file in a run directory naming the current checkpoint subdirectory. */
 export const LATEST_FILE = "latest";
@@ -351,14 +355,6 @@ export const saveCheckpoint = (
     yield* removeStale(dir, name);
     yield* fsEffect(dir, "flush", () => syncDir(dir));
   });
-
-/** Whether `path` exists; a DataError naming it when it cannot be checked. */
-export const pathExists = (path: string): Effect.Effect<boolean, DataError> =>
-  fsEffect(path, "read", () =>
-    Deno.stat(path).then(() => true, (e) => {
-      if (e instanceof Deno.errors.NotFound) return false;
-      throw e;
-    }));
 
 /**
  * The directory holding the current checkpoint of `dir`: the subdirectory

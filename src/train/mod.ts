@@ -1,7 +1,7 @@
 /**
  * Training: the trainer and its step loop, AdamW, learning-rate and
  * weight-decay schedules, checkpoints with exact resume, progress, metrics
- * and SVG curves.
+ * and SVG curves; new runs from a trained run's weights (`trainFromRun`).
  *
  * @example The reference recipe: 100 warmup steps, cosine to 0
  * ```ts
@@ -25,3 +25,4 @@ export * from "./run_state.ts";
 export * from "./trainer.ts";
 export * from "./trained_model.ts";
 export * from "./run.ts";
+export * from "./init_from.ts";

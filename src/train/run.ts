@@ -15,7 +15,11 @@ import { encodeConfigJson, loadConfig } from "../common/config_file.ts";
 import type { OneBitLlmConfig } from "../common/config.ts";
 import { prepareDataset } from "../common/dataset.ts";
 import { openTokenFile } from "../common/token_file.ts";
-import { tokenizerHash, tokenizerToJson } from "../common/tokenizer.ts";
+import {
+  type Tokenizer,
+  tokenizerHash,
+  tokenizerToJson,
+} from "../common/tokenizer.ts";
 import { DataError } from "../common/text_sources.ts";
 import { unigramPerplexity } from "../common/batches.ts";
 import { writeFileAtomic } from "../common/atomic_write.ts";
@@ -38,6 +42,7 @@ import {
 import { decodeRunState, type RunState } from "./run_state.ts";
 import type { TrainSettings } from "./settings.ts";
 import { lossCurveSvg } from "./svg_chart.ts";
+import { checkTrainingMemory } from "./memory_check.ts";
 import {
   acquireTraining,
   type EvalResult,
@@ -88,11 +93,13 @@ export interface RunOptions {
    */
   readonly resumeSteps?: number;
   /**
-   * A new run starting from the latent weights of this transformers BitNet
-   * directory (an `hf` export, or one PyTorch wrote), with fresh optimizer
-   * moments; `config` must be its model (see `readHfConfig`).
+   * A new run starting from these latent weights, with fresh optimizer
+   * moments: a transformers BitNet directory (an `hf` export, or one PyTorch
+   * wrote; `config` must be its model, see `readHfConfig`), or weights already
+   * loaded (e.g. a run's, see `trainFromRun`), whose tokenizer must be the
+   * data's.
    */
-  readonly init?: string;
+  readonly init?: string | InitialWeights;
   /** Training text; absent: the built-in Brown corpus (on resume: the run's own). */
   readonly data?: string;
   /** Where prepared datasets are cached. */
@@ -107,6 +114,16 @@ export interface RunOptions {
   readonly saveEvery: number;
   /** Step and evaluation lines (default: none; messages go to the logger). */
   readonly progress?: ProgressSink;
+}
+
+/** Latent weights a new run starts from (a `TrainedRun` is one). */
+export interface InitialWeights {
+  /** Where they come from (named in messages). */
+  readonly dir: string;
+  /** The tokenizer they were trained with: it must be the training data's. */
+  readonly tokenizer: Tokenizer;
+  /** Every tensor of `modelTensors(config)`, by name. */
+  readonly params: ReadonlyMap<string, Float32Array>;
 }
 
 /** What a finished run (or one stopped by its time budget) reports. */
@@ -152,12 +169,16 @@ const RUN_ENTRY =
  * empty directory, or one holding only a run's own files (e.g. a run stopped
  * before its first checkpoint). Anything else would be overwritten
  * (`config.json`, `metrics.jsonl`, `loss.svg`) or mixed with the run's files.
+ * Messages name `flag`, the option that gave `dir`.
  */
-const checkNewRunDir = (dir: string): Effect.Effect<void, TrainError> =>
+export const checkNewRunDir = (
+  dir: string,
+  flag: string = "--out",
+): Effect.Effect<void, TrainError> =>
   Effect.gen(function* () {
     if (dir.trim() === "") {
       return yield* new TrainError({
-        message: "--out: empty path; give the run a directory",
+        message: `${flag}: empty path; give the run a directory`,
       });
     }
     const foreign = yield* Effect.promise(async () => {
@@ -173,7 +194,7 @@ const checkNewRunDir = (dir: string): Effect.Effect<void, TrainError> =>
     });
     if (foreign.length > 0) {
       return yield* new TrainError({
-        message: `--out: ${dir} is not a run directory (it holds ${
+        message: `${flag}: ${dir} is not a run directory (it holds ${
           foreign.slice(0, 3).join(", ")
         }${
           foreign.length > 3 ? ` and ${foreign.length - 3} more` : ""
@@ -302,6 +323,8 @@ export function runTraining(
     if (given === undefined) {
       return yield* new TrainError({ message: "no training settings given" });
     }
+    // Before any data or tensor: a model or batch that cannot fit fails here.
+    yield* checkTrainingMemory(config, given);
 
     // The services of this fiber (logger, log level) for callbacks.
     const context = yield* Effect.context<never>();
@@ -321,20 +344,31 @@ export function runTraining(
           `${checkpoint.path}/tokenizer.json differs from the dataset's tokenizer ${files.tokenizer}: resume with the same --data`,
       });
     }
-    const imported = options.init === undefined || checkpoint
+    const init = options.init;
+    const imported = init === undefined || checkpoint
       ? undefined
-      : yield* readHfForTraining(options.init, tokenizer);
+      : typeof init === "string"
+      ? yield* readHfForTraining(init, tokenizer)
+      : init;
     if (imported !== undefined) {
+      const source = typeof init === "string" ? init : init!.dir;
+      if (tokenizerToJson(imported.tokenizer) !== tokenizerToJson(tokenizer)) {
+        return yield* new DataError({
+          file: source,
+          message:
+            `${source}: its tokenizer differs from the training data's ${files.tokenizer} (train on the data the model was trained on)`,
+        });
+      }
       for (const spec of modelTensors(config)) {
         if (imported.params.get(spec.name)?.length !== tensorNumel(spec)) {
           return yield* new DataError({
-            file: options.init!,
+            file: source,
             message:
-              `${options.init}: its model does not match the config (tensor ${spec.name})`,
+              `${source}: its model does not match the config (tensor ${spec.name})`,
           });
         }
       }
-      yield* say(`initialized from ${options.init}`);
+      yield* say(`initialized from ${source}`);
     }
     const hash = tokenizerHash(tokenizer);
     const train = yield* openTokenFile(files.train, { expectedHash: hash });

@@ -73,6 +73,47 @@ Deno.test("§4.5 a config with sizes beyond sane bounds: one error line naming t
   });
 });
 
+Deno.test("§4.5 a model or a batch too large for memory: one error line before allocating", async (t) => {
+  // Within the Schema's bounds, yet 1.4 TB (the model) and 0.7 TB (the
+  // activations of 250 × 8 tokens through 32 layers of FFN 262,144) to train:
+  // beyond any machine, so the line does not depend on this one's memory.
+  const cases: Array<[string, object, string[], string[]]> = [
+    [
+      "huge_model.json",
+      { hidden_size: 65_536, intermediate_size: 262_144 },
+      ["--batch", "4"],
+      ["hidden_size 65,536", "choose a smaller model"],
+    ],
+    [
+      "huge_activations.json",
+      { intermediate_size: 262_144, num_layers: 32 },
+      ["--batch", "250", "--seq", "8"],
+      ["--batch 250", "lower --batch"],
+    ],
+  ];
+  for (const [file, fields, flags, words] of cases) {
+    await t.step(file, async () => {
+      await writeJson(file, { ...SMALL_CONFIG, ...fields });
+      const out = `runs/${file.replace(".json", "")}`;
+      const t0 = performance.now();
+      const r = await cli(
+        dir,
+        "train",
+        ...["--config", file, "--data", "text.txt", "--backend", "cpu"],
+        ...flags,
+        ...["--steps", "1", "--out", out],
+      );
+      assertOneErrorLine(r, "training needs about", "memory", ...words);
+      // Refused before the data or a tensor: at once, nothing written.
+      assert.ok(performance.now() - t0 < 30_000, "took too long");
+      assert.ok(
+        !(await Deno.stat(`${dir}/${out}`).then(() => true, () => false)),
+        `${out} was created`,
+      );
+    });
+  }
+});
+
 Deno.test("§4.8 stats on 1e5 and 1e6 layers answers at once", async () => {
   for (const layers of [1e5, 1e6]) {
     const file = await writeJson(`layers_${layers}.json`, {

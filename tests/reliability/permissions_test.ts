@@ -40,6 +40,7 @@ Deno.test("deno.json: the CLI tasks use permission sets, not -A", () => {
     write: ["."],
     ffi: true,
     env: true,
+    sys: ["systemMemoryInfo"],
   });
   assert.deepEqual(denoJson.permissions.stats, { read: true, env: true });
 });

@@ -394,8 +394,10 @@ Deno.test("§4.8 bad flag values fail before any work, naming the flag", async (
     [["--weight-decay", "-5"], "--weight-decay"],
     [["--label-smoothing", "2"], "--label-smoothing"],
   ];
-  for (const [args, flag] of cases) {
+  for (const [i, [args, flag]] of cases.entries()) {
     await t.step(args.join(" "), async () => {
+      // A run directory each: a case that trained (on code without the check)
+      // must not make the next one fail for "already holds a checkpoint".
       const r = await cli(
         dir,
         "train",
@@ -403,7 +405,7 @@ Deno.test("§4.8 bad flag values fail before any work, naming the flag", async (
         "--steps",
         "1",
         "--out",
-        "runs/flags",
+        `runs/flags-${i}`,
         ...args,
       );
       assertOneErrorLine(r, flag);

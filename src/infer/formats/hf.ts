@@ -40,6 +40,7 @@ import {
   tokenizerToJson,
 } from "../../common/tokenizer.ts";
 import { writeFileAtomic } from "../../common/atomic_write.ts";
+import { pathExists } from "../../common/path_exists.ts";
 import {
   readSafetensors,
   type SafetensorsTensor,
@@ -452,9 +453,6 @@ const readJson = (path: string): Effect.Effect<unknown, DataError> =>
       }),
   });
 
-const fileExists = (path: string): Effect.Effect<boolean> =>
-  Effect.promise(() => Deno.stat(path).then(() => true, () => false));
-
 /** f32 values of a safetensors tensor (F32, F16 or BF16). */
 function floatValues(t: SafetensorsTensor): Float32Array | undefined {
   switch (t.dtype) {
@@ -605,7 +603,7 @@ export const readHfDirectory = (
       params.set(spec.name, values);
     }
     const tokenizerPath = `${dir}/${HF_FILES.tokenizer}`;
-    const tokenizer = (yield* fileExists(tokenizerPath))
+    const tokenizer = (yield* pathExists(tokenizerPath))
       ? yield* loadTokenizer(tokenizerPath)
       : undefined;
     if (tokenizer !== undefined && tokenizer.vocabSize > config.vocab_size) {
