@@ -2,24 +2,27 @@
  * Inference runtime speed, every figure measured in one run:
  * - scoring (`InferenceModel.nll`) against training (`Trainer.runStep`,
  *   forward + backward + AdamW) and the tape's evaluation (`evaluateModel`)
- *   on `ref-4m` at batch 16 × 128, interleaved so that machine load hits all
- *   three alike: tokens/s each and the ratios;
+ *   on `ref-4m` at batch 16 × 128, all three on the same threads (every core,
+ *   or `--threads N`), interleaved so that machine load hits them alike:
+ *   tokens/s each (wall clock: the threads' CPU time would count each second
+ *   once per thread) and the ratios;
  * - prefill and greedy decode tokens/s at the `ref-4m` and `bitnet-100m`
  *   shapes (random weights, ternary blocks, f16 tied embedding), and the
  *   share of decode time in the block linears, quantization, attention, the
  *   LM head, greedy sampling and the rest (from a separate, timed run: the
  *   clock reads cost a little).
  *
- * Times are CPU time of the process (see `clock`), so that other work on a
- * shared machine does not count.
+ * Generation times are CPU time of the process (see `clock`; it runs on one
+ * thread), so that other work on a shared machine does not count.
  *
- * Usage: `deno run -A bench/infer_bench.ts [--quick] [scoring] [ref-4m] [bitnet-100m]`.
+ * Usage: `deno run -A bench/infer_bench.ts [--quick] [--threads N] [scoring] [ref-4m] [bitnet-100m]`.
  *
  * @module
  */
 import process from "node:process";
 import { Effect } from "effect";
 import { CpuBackend } from "../src/backend/cpu/cpu_backend.ts";
+import { WasmKernels } from "../src/backend/wasm/wasm_kernels.ts";
 import { type OneBitLlmConfig, resolveBitMap } from "../src/common/config.ts";
 import { PRESETS } from "../src/common/presets.ts";
 import { Rng } from "../src/common/rng.ts";
@@ -46,8 +49,20 @@ const clock = (): number => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
 };
+/** Threads of the scoring comparison: `--threads N`, default every core. */
+const threads = (() => {
+  const i = Deno.args.indexOf("--threads");
+  const n = i < 0 ? navigator.hardwareConcurrency : Number(Deno.args[i + 1]);
+  if (!Number.isInteger(n) || n < 1 || n > 96) {
+    console.error(`error: --threads: expected an integer from 1 to 96`);
+    Deno.exit(1);
+  }
+  return n;
+})();
 /** Parts named on the command line (`scoring`, `ref-4m`, `bitnet-100m`); none: all. */
-const parts = Deno.args.filter((a) => !a.startsWith("--"));
+const parts = Deno.args.filter((a, i) =>
+  !a.startsWith("--") && Deno.args[i - 1] !== "--threads"
+);
 const want = (part: string) => parts.length === 0 || parts.includes(part);
 
 /** Random latent weights of `config` (normal-ish, std 0.02; norms 1). */
@@ -68,21 +83,28 @@ function randomParams(config: OneBitLlmConfig): Map<string, Float32Array> {
 
 const tokenizer = new Tokenizer([...BYTE_TO_CHAR], [], []);
 
-async function loadRandom(config: OneBitLlmConfig): Promise<InferenceModel> {
-  return await InferenceModel.create(weightsFromTrainedRun({
-    config,
-    bitMap: resolveBitMap(config),
-    tokenizer,
-    params: randomParams(config),
-    lambda: 1,
-  }));
+async function loadRandom(
+  config: OneBitLlmConfig,
+  kernels?: WasmKernels,
+): Promise<InferenceModel> {
+  return await InferenceModel.create(
+    weightsFromTrainedRun({
+      config,
+      bitMap: resolveBitMap(config),
+      tokenizer,
+      params: randomParams(config),
+      lambda: 1,
+    }),
+    { kernels },
+  );
 }
 
-/** Scoring vs training vs the tape's evaluation on ref-4m, interleaved. */
+/** Scoring vs training vs the tape's evaluation on ref-4m, interleaved, on `threads` threads. */
 async function scoring(): Promise<BenchResult[]> {
   const config = PRESETS["ref-4m"];
   const batch = 16, seqLen = 128, n = batch * seqLen;
-  const backend = await CpuBackend.create();
+  const backend = await CpuBackend.create({ threads });
+  const kernels = await WasmKernels.create({ sharedMemory: true, threads });
   const settings = defaultSettings(config, 1000, { batch, seqLen });
   const rng = new Rng(2);
   const tokens = Int32Array.from(
@@ -91,23 +113,24 @@ async function scoring(): Promise<BenchResult[]> {
   );
   const { model, optimizer } = initTraining(config, backend, settings);
   const trainer = new Trainer(model, optimizer, tokens, settings);
-  const rt = await loadRandom(config);
+  const rt = await loadRandom(config, kernels);
   const ids = tokens.subarray(0, n), targets = tokens.subarray(1, n + 1);
   const window = tokens.subarray(0, n + 1);
   const train: number[] = [], score: number[] = [], tape: number[] = [];
   const reps = quick ? 3 : 7;
+  const wall = () => performance.now();
   for (let r = -1; r < reps; r++) {
-    let t0 = clock();
+    let t0 = wall();
     await Effect.runPromise(trainer.runStep());
-    const tTrain = clock() - t0;
-    t0 = clock();
+    const tTrain = wall() - t0;
+    t0 = wall();
     rt.nll(ids, targets, batch, seqLen);
-    const tScore = clock() - t0;
-    t0 = clock();
+    const tScore = wall() - t0;
+    t0 = wall();
     await Effect.runPromise(
       evaluateModel(model, window, { batch, seqLen, lambda: 1 }),
     );
-    const tTape = clock() - t0;
+    const tTape = wall() - t0;
     if (r < 0) continue; // warm-up
     train.push(n / (tTrain / 1000));
     score.push(n / (tScore / 1000));
@@ -116,6 +139,8 @@ async function scoring(): Promise<BenchResult[]> {
   optimizer.release();
   model.release();
   rt.release();
+  kernels.close();
+  backend.close();
   const ratio = score.map((s, i) => s / train[i]);
   return [
     {
@@ -134,6 +159,7 @@ async function scoring(): Promise<BenchResult[]> {
       unit: "tokens/s",
     },
     { name: "ref4m_infer_eval_vs_train", value: median(ratio), unit: "ratio" },
+    { name: "ref4m_scoring_threads", value: threads, unit: "threads" },
   ];
 }
 

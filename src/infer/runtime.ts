@@ -28,6 +28,13 @@
  * matvecs per head; its prefill and decode agree bit for bit, and with scoring
  * to float rounding.
  *
+ * On kernels with several threads (`WasmKernels.create({ threads })`), a
+ * batched forward splits its kernels across them — the linears and the head
+ * by tokens, quantization, norms, activations and the loss by rows,
+ * attention by (sequence, head) — each part computed exactly as on one
+ * thread, so scores are the same bits for any thread count; a decode step's
+ * single token stays on the calling thread.
+ *
  * A model runs one call at a time (its scratch buffers are shared by its
  * sessions and its evaluation).
  *
@@ -69,6 +76,8 @@ export interface RuntimeProfile {
   attention: number;
   /** The LM head's product (the softmax cross-entropy of scoring not included). */
   head: number;
+  /** The softmax cross-entropy of scoring ({@link InferenceModel.nll}). */
+  loss: number;
 }
 
 /** A block linear as the runtime runs it. */
@@ -144,8 +153,6 @@ const MODE_OF_KIND: Record<StoredTensor["kind"], QuantMode> = {
   binary: "binary",
 };
 
-/** Query rows per block of the causal score products (as training's attention). */
-const ATTN_BLOCK = 32;
 /**
  * Logits held at once when scoring: 2M floats (8 MB), so that the head's
  * matmul packs its `[vocab, d]` weights once per few hundred rows.
@@ -243,7 +250,9 @@ export class InferenceModel {
   #cos = 0;
   #sin = 0;
   readonly #stats: number;
-  readonly #statsView: Float64Array;
+  // Targets (i32) and per-row losses (f64) of a head chunk when scoring.
+  #targets = 0;
+  #losses = 0;
   #prof: RuntimeProfile | undefined;
   #headChunk = 0;
   #released = false;
@@ -273,7 +282,6 @@ export class InferenceModel {
       : 1;
     this.#attnScale = 1 / Math.sqrt(this.#hd);
     this.#stats = this.#alloc(24);
-    this.#statsView = new Float64Array(kernels.memory.buffer, this.#stats, 3);
     if (weights.tokenizer.vocabSize > c.vocab_size) {
       throw new InferenceError({
         message:
@@ -349,6 +357,8 @@ export class InferenceModel {
       Math.floor(LOGITS_FLOATS / this.#vocab),
     );
     this.#logits = this.#alloc(4 * this.#headChunk * this.#vocab);
+    this.#targets = this.#alloc(4 * this.#headChunk);
+    this.#losses = this.#alloc(8 * this.#headChunk);
     this.#logitsView = kernels.f32(
       this.#logits,
       this.#headChunk * this.#vocab,
@@ -397,7 +407,7 @@ export class InferenceModel {
    */
   profile(on: boolean): void {
     this.#prof = on
-      ? { linears: 0, quantize: 0, attention: 0, head: 0 }
+      ? { linears: 0, quantize: 0, attention: 0, head: 0, loss: 0 }
       : undefined;
   }
 
@@ -503,18 +513,29 @@ export class InferenceModel {
       }
     }
     this.#forwardBatch(ids, batch, seqLen);
-    const V = this.#vocab, lg = this.#logitsView, st = this.#statsView;
     let sum = 0, count = 0;
     for (let r0 = 0; r0 < rows; r0 += this.#headChunk) {
       const n = Math.min(this.#headChunk, rows - r0);
       this.#headRows(this.#h + 4 * r0 * this.#d, n);
+      const y = this.kernels.i32(this.#targets, n);
+      for (let r = 0; r < n; r++) y[r] = targets[r0 + r];
+      this.#timed("loss", () =>
+        this.kernels.softmaxNll({
+          logits: this.#logits,
+          vocab: this.#vocab,
+          rows: n,
+          targets: this.#targets,
+          losses: this.#losses,
+        }));
+      // Summed here in row order: the same sum for any thread count.
+      const loss = new Float64Array(
+        this.kernels.memory.buffer,
+        this.#losses,
+        n,
+      );
       for (let r = 0; r < n; r++) {
-        const y = targets[r0 + r];
-        if (y === -1) continue;
-        const ly = lg[r * V + y];
-        const row = this.#logits + 4 * r * V;
-        this.#t.softmax_row(row, row, V, this.#stats);
-        sum += st[0] + Math.log(st[1]) - ly;
+        if (targets[r0 + r] === -1) continue;
+        sum += loss[r];
         count++;
       }
     }
@@ -748,7 +769,6 @@ export class InferenceModel {
   #forwardBatch(ids: ArrayLike<number>, batch: number, seqLen: number): void {
     const rows = batch * seqLen;
     this.#ensureRows(rows);
-    this.#ensureScores(seqLen, seqLen);
     this.#putIds(ids);
     const L = this.config.num_layers;
     const place: KvPlace = {
@@ -876,16 +896,7 @@ export class InferenceModel {
         q = this.#q;
       }
       if (!rowsKind) this.#storeKeys(kDest, rows, place, place.k[l]);
-      for (let s = 0; s < nSeq; s++) {
-        this.#attend(
-          q + 4 * s * T * d,
-          place.k[l] + s * place.seqStride,
-          place.v[l] + s * place.seqStride,
-          this.#att + 4 * s * T * d,
-          T,
-          place,
-        );
-      }
+      this.#attend(q, place.k[l], place.v[l], this.#att, nSeq, T, place);
       let a = this.#att;
       if (b.attnSub !== undefined) {
         this.#norm(b.attnSub, this.#att, this.#h, rows);
@@ -901,13 +912,18 @@ export class InferenceModel {
         this.#prepare(this.#h, rows, d, gate, up);
         this.#apply(gate, this.#h, rows, this.#ga);
         this.#apply(up, this.#h, rows, this.#up);
-        t.silu_f32(this.#ga, this.#ga, rows * ffn);
-        t.mul_f32(this.#ga, this.#up, this.#ga, rows * ffn);
+        const n = rows * ffn, k = this.kernels;
+        k.map({ kernel: "silu_f32", a: this.#ga, o: this.#ga, n });
+        k.map({ kernel: "mul_f32", a: this.#ga, b: this.#up, o: this.#ga, n });
       } else {
         this.#prepare(this.#h, rows, d, up);
         this.#apply(up, this.#h, rows, this.#up);
-        if (c.use_relu2) t.relu2_f32(this.#up, this.#ga, rows * ffn);
-        else t.silu_f32(this.#up, this.#ga, rows * ffn);
+        this.kernels.map({
+          kernel: c.use_relu2 ? "relu2_f32" : "silu_f32",
+          a: this.#up,
+          o: this.#ga,
+          n: rows * ffn,
+        });
       }
       let f = this.#ga;
       if (b.ffnSub !== undefined) {
@@ -949,7 +965,7 @@ export class InferenceModel {
     if (!(a.quantAct || (b?.quantAct ?? false) || (c?.quantAct ?? false))) {
       return;
     }
-    if (this.#t.act_quant(x, this.#fq, rows, cols) !== 0) {
+    if (!this.kernels.actQuant({ x, o: this.#fq, rows, cols })) {
       throw new InferenceError({
         message:
           `non-finite activations entering ${a.name} (the weights hold NaN/Infinity or the values overflowed)`,
@@ -1016,7 +1032,15 @@ export class InferenceModel {
   #norm(n: Norm, x: number, out: number, rows: number): void {
     const eps = this.config.layer_norm_eps;
     if (n.b === 0) {
-      this.#t.rmsnorm_fwd(x, n.w, out, this.#rstd, rows, n.dim, eps);
+      this.kernels.rmsnorm({
+        x,
+        g: n.w,
+        o: out,
+        rstd: this.#rstd,
+        rows,
+        dim: n.dim,
+        eps,
+      });
       return;
     }
     // LayerNorm as the CPU backend computes it (TypeScript, f64 statistics).
@@ -1065,78 +1089,45 @@ export class InferenceModel {
   }
 
   /**
-   * Causal attention of `T` new queries at `q` (`[T, H·D]`) over a store of
-   * keys and values (`[ctx, Hkv·D]`): query t sees store rows
-   * `[0, min(pos0 + t + 1, ctx))` — its predecessors and itself; in a full
-   * ring, the whole store. Per head: scores by strided matmuls in row blocks,
-   * each row scaled by 1/√D and softmaxed, then the value product.
+   * Causal attention of `nSeq` sequences of `T` new queries at `q`
+   * (`[T, H·D]` each) over their stores of keys and values (`[ctx, Hkv·D]`):
+   * query t sees store rows `[0, min(pos0 + t + 1, ctx))` — its predecessors
+   * and itself; in a full ring, the whole store. Scoring's whole sequences
+   * attend as training does (the kernels' `attendRows`: score matmuls in
+   * blocks of query rows, a causal softmax, the value product, the
+   * (sequence, head) pairs across the threads); a session's one at a time.
    */
   #attend(
     q: number,
     k: number,
-    vt: number,
-    out: number,
-    T: number,
-    place: KvPlace,
-  ): void {
-    this.#timed("attention", () => this.#attendNow(q, k, vt, out, T, place));
-  }
-
-  #attendNow(
-    q: number,
-    k: number,
     v: number,
     out: number,
+    nSeq: number,
     T: number,
     place: KvPlace,
   ): void {
-    if (place.kind === "rows") this.#attendRows(q, k, v, out, T);
-    else this.#attendSession(q, k, v, out, T, place);
-  }
-
-  /**
-   * A whole sequence of `T` tokens from position 0 (values as rows), as
-   * training's attention computes it: per head, in causal blocks of query
-   * rows, `S = Q·Kᵀ` by strided matmuls, one causal softmax of all rows
-   * (scaled by 1/√D), then `P·V`.
-   */
-  #attendRows(q: number, k: number, v: number, out: number, T: number): void {
-    const c = this.config, H = c.num_heads, D = this.#hd, kvRow = this.#kv;
-    const group = H / c.num_kv_heads, qRow = this.#d, S = this.#s;
-    const kern = this.kernels;
-    for (let h = 0; h < H; h++) {
-      const g = Math.floor(h / group);
-      for (let t0 = 0; t0 < T; t0 += ATTN_BLOCK) {
-        const t1 = Math.min(T, t0 + ATTN_BLOCK);
-        kern.matmul({
-          a: q + 4 * (t0 * qRow + h * D),
-          b: k + 4 * g * D,
-          c: S + 4 * t0 * T,
-          m: t1 - t0,
-          n: t1,
-          k: D,
-          transB: true,
-          lda: qRow,
-          ldb: kvRow,
-          ldc: T,
-        });
+    this.#timed("attention", () => {
+      if (place.kind === "session") {
+        this.#attendSession(q, k, v, out, T, place);
+        return;
       }
-      this.#t.softmax_causal(S, T, T, this.#attnScale);
-      for (let t0 = 0; t0 < T; t0 += ATTN_BLOCK) {
-        const t1 = Math.min(T, t0 + ATTN_BLOCK);
-        kern.matmul({
-          a: S + 4 * t0 * T,
-          b: v + 4 * g * D,
-          c: out + 4 * (t0 * qRow + h * D),
-          m: t1 - t0,
-          n: D,
-          k: t1,
-          lda: T,
-          ldb: kvRow,
-          ldc: qRow,
-        });
-      }
-    }
+      const c = this.config;
+      this.kernels.attendRows({
+        q,
+        k,
+        v,
+        out,
+        seqs: nSeq,
+        T,
+        heads: c.num_heads,
+        kvHeads: c.num_kv_heads,
+        headDim: this.#hd,
+        qRow: this.#d,
+        kvRow: this.#kv,
+        seqBytes: place.seqStride,
+        scale: this.#attnScale,
+      });
+    });
   }
 
   /**

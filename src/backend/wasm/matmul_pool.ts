@@ -1,7 +1,11 @@
 /**
- * The thread pool of {@link WasmKernels}' f32 matmul: `threads − 1` workers
- * (the calling thread is the first) that run the same kernel module on the
- * same shared `WebAssembly.Memory`.
+ * The thread pool of {@link WasmKernels}: `threads − 1` workers (the calling
+ * thread is the first) that run the same kernel module on the same shared
+ * `WebAssembly.Memory`. Jobs: the f32 matmul (rows of C split), the int8 ×
+ * ternary and int8 × int8 matmuls (tokens split), and the row jobs of the
+ * forward pass — quantization, RMSNorm, element-wise activations, the
+ * scoring loss (rows split) and whole-sequence attention ((sequence, head)
+ * pairs split).
  *
  * Protocol, over a control block of i32 words in that memory ({@link JOB}):
  * the caller writes a job (the matmul's arguments, tile and row chunk), zeroes
@@ -19,7 +23,8 @@
  * Results are bit-identical for any thread count and any claiming order:
  * every element of C is summed by the same kernel in the same order (the
  * order depends only on the depth blocking `kc`), whichever thread computes
- * it.
+ * it; the row jobs compute each row (token, element block, head) exactly as
+ * a one-thread call computes it.
  *
  * @module
  */
@@ -79,16 +84,28 @@ export const JOB = {
   errorRow: 24,
   /** Length in bytes of the UTF-8 message at word `message`. */
   errorLength: 25,
+  /** Row jobs: bits set by any chunk (1: `act_quant` met a non-finite row). */
+  status: 26,
   /** Workspace pointer of thread i at `work + i`. */
   work: 32,
   /** The first error's message, UTF-8, at most 4 · 64 bytes. */
   message: 128,
-  /** Words in the block (up to 96 threads, then the message). */
-  words: 192,
+  /** Arguments of the row jobs ({@link OP_INT8} …), 8-byte aligned for f64s. */
+  args: 192,
+  /** Words in the block (up to 96 threads, the message, the arguments). */
+  words: 224,
 } as const;
 
 /** Op code of an f32 matmul job (rows of C split). */
 export const OP_MATMUL = 1;
+/**
+ * Op code of an f32 matmul job with the columns of C split (for a C much
+ * wider than tall, e.g. the LM head of a few hundred rows: split by rows,
+ * every chunk would pack all of B again). Words as {@link OP_MATMUL}, but `m`
+ * holds the columns n (the units) and `mr` the tile's nr (the chunk unit);
+ * the rows m are argument 0 and the tile's mr argument 1.
+ */
+export const OP_MATMUL_COLS = 11;
 /**
  * Op code of a ternary × int8 job (`tmatmul`: tokens split). Words: `a` the
  * packed weights, `b` the int8 tokens (row stride `lda` bytes), `c` the
@@ -98,21 +115,62 @@ export const OP_MATMUL = 1;
 export const OP_TERNARY = 3;
 /** Op code that stops the workers. */
 export const OP_QUIT = 2;
+/**
+ * Op code of an int8 × int8 job (`i8matmul`: tokens split). Args: weights,
+ * weight rows, padded depth, int8 tokens, per-row scales, per-token inverse
+ * scales, output, output row stride (floats).
+ */
+export const OP_INT8 = 4;
+/**
+ * Op code of per-row int8 quantization (`quantize_rows`: rows split). Args:
+ * x, cols, ldx, out, padded cols, inverse scales, sums, eps (f32 bits).
+ */
+export const OP_QUANTIZE = 5;
+/**
+ * Op code of `act_quant` (rows split). Args: x, out, cols; a non-finite row
+ * sets bit 1 of `status`.
+ */
+export const OP_ACT_QUANT = 6;
+/** Op code of `rmsnorm_fwd` (rows split). Args: x, gain, out, rstd, dim; eps (f64) at args + 6. */
+export const OP_RMSNORM = 7;
+/**
+ * Op code of the scoring loss (rows split): per row r with target y ≥ 0,
+ * `softmax_row` in place over its `vocab` logits and
+ * `loss[r] = max + ln Σ e^(x − max) − logit_y` (f64), 0 where y = −1. Args:
+ * logits, vocab, targets (i32), losses (f64).
+ */
+export const OP_NLL = 8;
+/**
+ * Op code of causal attention over whole sequences (units of one (sequence,
+ * head) split): per unit, as the runtime's one-thread attention computes it
+ * (score matmuls in blocks of {@link ATTEND_BLOCK} query rows,
+ * `softmax_causal`, value matmuls). Args: q, k, v, out, T, qRow, kvRow, head
+ * dim, heads, heads per kv head, k/v bytes per sequence, the scores' byte
+ * offset in the thread's workspace, scale (f32 bits), then the matmul's mc,
+ * kc, nc, mr, nr (its workspace at the thread's workspace).
+ */
+export const OP_ATTEND = 9;
+/**
+ * Op code of an elementwise kernel (elements split). Args: which
+ * ({@link MAP_KERNELS}), a, b, out.
+ */
+export const OP_MAP = 10;
 
-/** The `tmatmul` export of the kernel module. */
-export type TernaryExport = (
-  w: number,
-  n: number,
-  kpad: number,
-  x: number,
-  ldx: number,
-  tokens: number,
-  sums: number,
-  invs: number,
-  wscale: number,
-  out: number,
-  ldo: number,
-) => void;
+/** The elementwise kernels of {@link OP_MAP}: `(x, o, n)` or `(a, b, o, n)`. */
+export const MAP_KERNELS: readonly ["silu_f32", "relu2_f32", "mul_f32"] = [
+  "silu_f32",
+  "relu2_f32",
+  "mul_f32",
+];
+
+/** Elements per unit of an {@link OP_MAP} job: chunks start on whole SIMD blocks. */
+export const MAP_UNIT = 256;
+
+/** Query rows per block of {@link OP_ATTEND}'s score products (as training's attention). */
+export const ATTEND_BLOCK = 32;
+
+/** The kernel module's exports as the pool calls them. */
+export type PoolExports = Record<string, (...args: number[]) => unknown>;
 
 /** What a worker is started with. */
 export interface InitMessage {
@@ -138,7 +196,8 @@ export function chunkRows(m: number, mr: number, threads: number): number {
  * thread's index (0: the caller), named in the report of a chunk that throws.
  */
 export function runChunks(
-  exports: Record<string, MatmulExport>,
+  exports: PoolExports,
+  memory: WebAssembly.Memory,
   ctrl: Int32Array,
   gen: number,
   work: number,
@@ -153,7 +212,13 @@ export function runChunks(
     if (Atomics.compareExchange(ctrl, JOB.claim, w, w + 256) !== w) continue;
     const i0 = next * chunk;
     try {
-      runShare(exports, ctrl, { i0, rows: Math.min(chunk, m - i0) }, work);
+      runShare(
+        exports,
+        memory,
+        ctrl,
+        { i0, rows: Math.min(chunk, m - i0) },
+        work,
+      );
     } catch (e) {
       reportFailure(ctrl, thread, i0, e);
     } finally {
@@ -185,11 +250,30 @@ function reportFailure(
   ctrl[JOB.errorLength] = bytes.length;
 }
 
-/** The kernel export a job of the control block runs. */
+/** The kernel a job of the control block runs (named in its failure). */
 function kernelName(ctrl: Int32Array): string {
-  return Atomics.load(ctrl, JOB.op) === OP_TERNARY
-    ? "tmatmul"
-    : `matmul_${ctrl[JOB.mr]}x${ctrl[JOB.nr]}`;
+  switch (Atomics.load(ctrl, JOB.op)) {
+    case OP_TERNARY:
+      return "tmatmul";
+    case OP_INT8:
+      return "i8matmul";
+    case OP_QUANTIZE:
+      return "quantize_rows";
+    case OP_ACT_QUANT:
+      return "act_quant";
+    case OP_RMSNORM:
+      return "rmsnorm_fwd";
+    case OP_NLL:
+      return "softmax_row (scoring loss)";
+    case OP_ATTEND:
+      return "attention";
+    case OP_MAP:
+      return MAP_KERNELS[ctrl[JOB.args]];
+    case OP_MATMUL_COLS:
+      return `matmul_${ctrl[JOB.args + 1]}x${ctrl[JOB.nr]} (columns)`;
+    default:
+      return `matmul_${ctrl[JOB.mr]}x${ctrl[JOB.nr]}`;
+  }
 }
 
 /**
@@ -218,31 +302,124 @@ function failureError(ctrl: Int32Array): Error {
 
 /** Runs rows `[i0, i0 + rows)` of the job in `ctrl` with workspace `work`. */
 export function runShare(
-  exports: Record<string, MatmulExport>,
+  exports: PoolExports,
+  memory: WebAssembly.Memory,
   ctrl: Int32Array,
   share: { i0: number; rows: number },
   work: number,
 ): void {
-  const flags = ctrl[JOB.flags], lda = ctrl[JOB.lda], ldc = ctrl[JOB.ldc];
   const { i0, rows } = share;
-  if (Atomics.load(ctrl, JOB.op) === OP_TERNARY) {
-    const scale = new Float32Array(Int32Array.of(ctrl[JOB.scaleBits]).buffer);
-    (exports.tmatmul as unknown as TernaryExport)(
-      ctrl[JOB.a] >>> 0,
-      ctrl[JOB.n],
-      ctrl[JOB.k],
-      (ctrl[JOB.b] >>> 0) + i0 * lda,
-      lda,
-      rows,
-      (ctrl[JOB.sums] >>> 0) + 4 * i0,
-      (ctrl[JOB.invScales] >>> 0) + 4 * i0,
-      scale[0],
-      (ctrl[JOB.c] >>> 0) + 4 * i0 * ldc,
-      ldc,
-    );
-    return;
+  const op = Atomics.load(ctrl, JOB.op);
+  const arg = (i: number) => ctrl[JOB.args + i] >>> 0;
+  const lda = ctrl[JOB.lda], ldc = ctrl[JOB.ldc];
+  switch (op) {
+    case OP_TERNARY:
+      exports.tmatmul(
+        ctrl[JOB.a] >>> 0,
+        ctrl[JOB.n],
+        ctrl[JOB.k],
+        (ctrl[JOB.b] >>> 0) + i0 * lda,
+        lda,
+        rows,
+        (ctrl[JOB.sums] >>> 0) + 4 * i0,
+        (ctrl[JOB.invScales] >>> 0) + 4 * i0,
+        f32Bits(ctrl[JOB.scaleBits]),
+        (ctrl[JOB.c] >>> 0) + 4 * i0 * ldc,
+        ldc,
+      );
+      return;
+    case OP_INT8: {
+      const kpad = arg(2), ldo = arg(7);
+      exports.i8matmul(
+        arg(0),
+        arg(1),
+        kpad,
+        arg(3) + i0 * kpad,
+        kpad,
+        rows,
+        arg(4),
+        arg(5) + 4 * i0,
+        arg(6) + 4 * i0 * ldo,
+        ldo,
+      );
+      return;
+    }
+    case OP_QUANTIZE: {
+      const kpad = arg(4);
+      exports.quantize_rows(
+        arg(0) + 4 * i0 * arg(2),
+        rows,
+        arg(1),
+        arg(2),
+        arg(3) + i0 * kpad,
+        kpad,
+        arg(5) + 4 * i0,
+        arg(6) + 4 * i0,
+        f32Bits(ctrl[JOB.args + 7]),
+      );
+      return;
+    }
+    case OP_ACT_QUANT: {
+      const cols = arg(2);
+      const bad = exports.act_quant(
+        arg(0) + 4 * i0 * cols,
+        arg(1) + 4 * i0 * cols,
+        rows,
+        cols,
+      );
+      if (bad !== 0) Atomics.or(ctrl, JOB.status, 1);
+      return;
+    }
+    case OP_RMSNORM: {
+      const dim = arg(4);
+      exports.rmsnorm_fwd(
+        arg(0) + 4 * i0 * dim,
+        arg(1),
+        arg(2) + 4 * i0 * dim,
+        arg(3) + 4 * i0,
+        rows,
+        dim,
+        f64Arg(ctrl, 6),
+      );
+      return;
+    }
+    case OP_NLL:
+      return nllRows(exports, memory, ctrl, i0, rows, work);
+    case OP_ATTEND:
+      for (let u = i0; u < i0 + rows; u++) attendUnit(exports, ctrl, u, work);
+      return;
+    case OP_MATMUL_COLS: {
+      // Column j of op(B) starts at j·ldb when B is stored N×K, else at j.
+      const flags = ctrl[JOB.flags], ldb = ctrl[JOB.ldb];
+      const bOff = (flags & 2) !== 0 ? 4 * i0 * ldb : 4 * i0;
+      exports[`matmul_${arg(1)}x${ctrl[JOB.nr]}`](
+        ctrl[JOB.a] >>> 0,
+        (ctrl[JOB.b] >>> 0) + bOff,
+        (ctrl[JOB.c] >>> 0) + 4 * i0,
+        arg(0),
+        rows,
+        ctrl[JOB.k],
+        lda,
+        ldb,
+        ldc,
+        flags,
+        work,
+        ctrl[JOB.mc],
+        ctrl[JOB.kc],
+        ctrl[JOB.nc],
+      );
+      return;
+    }
+    case OP_MAP: {
+      const name = MAP_KERNELS[ctrl[JOB.args]];
+      const a = arg(1) + 4 * i0, o = arg(3) + 4 * i0;
+      if (name === "mul_f32") exports.mul_f32(a, arg(2) + 4 * i0, o, rows);
+      else exports[name](a, o, rows);
+      return;
+    }
   }
   // Row i of op(A) starts at i·lda, or at column i when A is stored K×M.
+  const flags = ctrl[JOB.flags];
   const aOff = (flags & 1) !== 0 ? 4 * i0 : 4 * i0 * lda;
   exports[`matmul_${ctrl[JOB.mr]}x${ctrl[JOB.nr]}`](
     (ctrl[JOB.a] >>> 0) + aOff,
@@ -262,6 +439,133 @@ export function runShare(
   );
 }
 
+/** The f32 whose bits are `bits`. */
+function f32Bits(bits: number): number {
+  return new Float32Array(Int32Array.of(bits).buffer)[0];
+}
+
+/** The f64 in argument words `i`, `i + 1` of the job. */
+function f64Arg(ctrl: Int32Array, i: number): number {
+  return new Float64Array(
+    Int32Array.of(ctrl[JOB.args + i], ctrl[JOB.args + i + 1]).buffer,
+  )[0];
+}
+
+/** Writes `value` as the f64 in argument words `i`, `i + 1` (see {@link f64Arg}). */
+export function f64Words(value: number): [number, number] {
+  const w = new Int32Array(Float64Array.of(value).buffer);
+  return [w[0], w[1]];
+}
+
+/** {@link OP_NLL} on rows `[i0, i0 + rows)`; `work` holds the 24 bytes of `softmax_row`'s stats. */
+function nllRows(
+  exports: PoolExports,
+  memory: WebAssembly.Memory,
+  ctrl: Int32Array,
+  i0: number,
+  rows: number,
+  work: number,
+): void {
+  const logits = ctrl[JOB.args] >>> 0, V = ctrl[JOB.args + 1];
+  const targets = ctrl[JOB.args + 2] >>> 0, losses = ctrl[JOB.args + 3] >>> 0;
+  // Fresh views: the memory may have grown since `ctrl` was made.
+  const buf = memory.buffer;
+  const y = new Int32Array(buf, targets, i0 + rows);
+  const lg = new Float32Array(buf, logits, (i0 + rows) * V);
+  const out = new Float64Array(buf, losses, i0 + rows);
+  const st = new Float64Array(buf, work, 3);
+  for (let r = i0; r < i0 + rows; r++) {
+    const t = y[r];
+    if (t === -1) {
+      out[r] = 0;
+      continue;
+    }
+    const ly = lg[r * V + t];
+    const row = logits + 4 * r * V;
+    exports.softmax_row(row, row, V, work);
+    out[r] = st[0] + Math.log(st[1]) - ly;
+  }
+}
+
+/**
+ * Unit `u` of an {@link OP_ATTEND} job: sequence `⌊u / heads⌋`, head
+ * `u mod heads`, exactly as the runtime attends one head on one thread.
+ */
+function attendUnit(
+  exports: PoolExports,
+  ctrl: Int32Array,
+  u: number,
+  work: number,
+): void {
+  const arg = (i: number) => ctrl[JOB.args + i] >>> 0;
+  const T = arg(4), qRow = arg(5), kvRow = arg(6), D = arg(7), H = arg(8);
+  const s = Math.floor(u / H), h = u % H, g = Math.floor(h / arg(9));
+  const q = arg(0) + 4 * s * T * qRow, out = arg(3) + 4 * s * T * qRow;
+  const k = arg(1) + s * arg(10), v = arg(2) + s * arg(10);
+  const S = work + arg(11), scale = f32Bits(ctrl[JOB.args + 12]);
+  const mc = arg(13), kc = arg(14), nc = arg(15);
+  const matmul = exports[`matmul_${arg(16)}x${arg(17)}`];
+  for (let t0 = 0; t0 < T; t0 += ATTEND_BLOCK) {
+    const t1 = Math.min(T, t0 + ATTEND_BLOCK);
+    // S[t0:t1, 0:t1] = Q_h[t0:t1] · K_gᵀ (transposed B).
+    matmul(
+      q + 4 * (t0 * qRow + h * D),
+      k + 4 * g * D,
+      S + 4 * t0 * T,
+      t1 - t0,
+      t1,
+      D,
+      qRow,
+      kvRow,
+      T,
+      2,
+      work,
+      mc,
+      kc,
+      nc,
+    );
+  }
+  exports.softmax_causal(S, T, T, scale);
+  for (let t0 = 0; t0 < T; t0 += ATTEND_BLOCK) {
+    const t1 = Math.min(T, t0 + ATTEND_BLOCK);
+    matmul(
+      S + 4 * t0 * T,
+      v + 4 * g * D,
+      out + 4 * (t0 * qRow + h * D),
+      t1 - t0,
+      D,
+      t1,
+      T,
+      kvRow,
+      qRow,
+      0,
+      work,
+      mc,
+      kc,
+      nc,
+    );
+  }
+}
+
+/**
+ * Runs a job (`op` and its words) wholly on this thread, without a pool: the
+ * code each chunk of a pooled job runs, over all units at once. Returns the
+ * job's `status` bits.
+ */
+export function runHere(
+  op: number,
+  job: ReadonlyArray<readonly [number, number]>,
+  exports: PoolExports,
+  memory: WebAssembly.Memory,
+  work: number,
+): number {
+  const ctrl = new Int32Array(JOB.words);
+  for (const [word, value] of job) ctrl[word] = value;
+  ctrl[JOB.op] = op;
+  runShare(exports, memory, ctrl, { i0: 0, rows: ctrl[JOB.m] }, work);
+  return ctrl[JOB.status];
+}
+
 /** A started pool: its control block, and the workers to stop. */
 export class MatmulPool {
   /** Threads, the caller included. */
@@ -269,6 +573,7 @@ export class MatmulPool {
   /** Byte offset of the control block in the memory. */
   readonly control: number;
   readonly #ctrl: Int32Array;
+  readonly #memory: WebAssembly.Memory;
   readonly #workers: Worker[];
   #closed = false;
 
@@ -276,11 +581,13 @@ export class MatmulPool {
     threads: number,
     control: number,
     ctrl: Int32Array,
+    memory: WebAssembly.Memory,
     workers: Worker[],
   ) {
     this.threads = threads;
     this.control = control;
     this.#ctrl = ctrl;
+    this.#memory = memory;
     this.#workers = workers;
   }
 
@@ -321,7 +628,7 @@ export class MatmulPool {
       stopWorkers(ctrl, workers);
       throw e;
     }
-    return new MatmulPool(threads, control, ctrl, workers);
+    return new MatmulPool(threads, control, ctrl, memory, workers);
   }
 
   /**
@@ -330,13 +637,14 @@ export class MatmulPool {
    * A chunk that throws on any thread (a kernel trap: out-of-bounds access,
    * `unreachable`) still counts as done; once all are, this throws an Error
    * naming the kernel, the thread and the trap, and the pool stays usable.
+   * Returns the job's `status` bits.
    */
   run(
-    op: typeof OP_MATMUL | typeof OP_TERNARY,
+    op: number,
     job: ReadonlyArray<readonly [number, number]>,
-    exports: Record<string, MatmulExport>,
+    exports: PoolExports,
     work0: number,
-  ): void {
+  ): number {
     if (this.#closed) throw new Error("matmul pool: already closed");
     const ctrl = this.#ctrl;
     for (const [word, value] of job) ctrl[word] = value;
@@ -348,10 +656,11 @@ export class MatmulPool {
     Atomics.store(ctrl, JOB.op, op);
     Atomics.store(ctrl, JOB.done, 0);
     Atomics.store(ctrl, JOB.error, 0);
+    Atomics.store(ctrl, JOB.status, 0);
     Atomics.store(ctrl, JOB.claim, gen * 65536 + chunks);
     Atomics.store(ctrl, JOB.generation, gen);
     Atomics.notify(ctrl, JOB.generation);
-    runChunks(exports, ctrl, gen, work0, 0);
+    runChunks(exports, this.#memory, ctrl, gen, work0, 0);
     for (let spin = 0;; spin++) {
       const done = Atomics.load(ctrl, JOB.done);
       if (done >= chunks) break;
@@ -359,6 +668,7 @@ export class MatmulPool {
     }
     // Every chunk is counted, failed or not, so the pool is idle and usable.
     if (Atomics.load(ctrl, JOB.error) !== 0) throw failureError(ctrl);
+    return Atomics.load(ctrl, JOB.status);
   }
 
   /** Stops the workers (idempotent). */

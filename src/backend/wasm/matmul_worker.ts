@@ -1,7 +1,7 @@
 /**
  * A worker of {@link WasmKernels}' thread pool: it instantiates the kernel
  * module on the pool's shared memory, then waits on the control block for
- * matmul jobs and claims chunks of each (see `matmul_pool.ts` for the
+ * jobs and claims chunks of each (see `matmul_pool.ts` for the
  * protocol). Started by the pool; not an API.
  *
  * @module
@@ -9,8 +9,8 @@
 import {
   type InitMessage,
   JOB,
-  type MatmulExport,
   OP_QUIT,
+  type PoolExports,
   runChunks,
 } from "./matmul_pool.ts";
 
@@ -26,7 +26,7 @@ scope.onmessage = (e: MessageEvent<InitMessage>) => {
     new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>),
     { env: { memory } },
   );
-  const exports = instance.exports as Record<string, MatmulExport>;
+  const exports = instance.exports as unknown as PoolExports;
   const ctrl = new Int32Array(memory.buffer, control, JOB.words);
   // Read before "ready", when the caller cannot have published anything: read
   // after, it could already be the generation of the stop (`close` right
@@ -40,6 +40,7 @@ scope.onmessage = (e: MessageEvent<InitMessage>) => {
     if (Atomics.load(ctrl, JOB.op) === OP_QUIT) break;
     runChunks(
       exports,
+      memory,
       ctrl,
       seen,
       Atomics.load(ctrl, JOB.work + index),

@@ -21,11 +21,24 @@ import {
   RELAXED_KERNELS_BASE64,
 } from "./kernels.wasm.ts";
 import {
+  f64Words,
   JOB,
+  MAP_KERNELS,
+  MAP_UNIT,
   type MatmulExport,
   MatmulPool,
+  OP_ACT_QUANT,
+  OP_ATTEND,
+  OP_INT8,
+  OP_MAP,
   OP_MATMUL,
+  OP_MATMUL_COLS,
+  OP_NLL,
+  OP_QUANTIZE,
+  OP_RMSNORM,
   OP_TERNARY,
+  type PoolExports,
+  runHere,
 } from "./matmul_pool.ts";
 
 /**
@@ -403,6 +416,97 @@ export interface QuantizeArgs {
   readonly eps?: number;
 }
 
+/** Arguments of {@link WasmKernels.actQuant}; pointers are byte offsets. */
+export interface ActQuantArgs {
+  /** Input, rows × cols f32 (contiguous). */
+  readonly x: number;
+  /** Output `q / s`, rows × cols f32 (may alias x). */
+  readonly o: number;
+  /** Rows, each on its own scale. */
+  readonly rows: number;
+  /** Values per row. */
+  readonly cols: number;
+}
+
+/** Arguments of {@link WasmKernels.rmsnorm}; pointers are byte offsets. */
+export interface RmsnormArgs {
+  /** Input, rows × dim f32 (contiguous). */
+  readonly x: number;
+  /** Gain, dim f32. */
+  readonly g: number;
+  /** Output, rows × dim f32 (may alias x). */
+  readonly o: number;
+  /** f32 per row: 1/√(mean x² + eps). */
+  readonly rstd: number;
+  /** Rows. */
+  readonly rows: number;
+  /** Values per row. */
+  readonly dim: number;
+  /** Added to the mean square. */
+  readonly eps: number;
+}
+
+/** An element-wise kernel {@link WasmKernels.map} runs: `o = f(a)`, or `o = a ⊙ b`. */
+export type MapKernel = "silu_f32" | "relu2_f32" | "mul_f32";
+
+/** Arguments of {@link WasmKernels.map}; pointers are byte offsets. */
+export interface MapArgs {
+  /** The element-wise kernel. */
+  readonly kernel: MapKernel;
+  /** First (or only) input, n f32. */
+  readonly a: number;
+  /** Second input of `mul_f32`, n f32. */
+  readonly b?: number;
+  /** Output, n f32 (may alias an input). */
+  readonly o: number;
+  /** Elements. */
+  readonly n: number;
+}
+
+/** Arguments of {@link WasmKernels.softmaxNll}; pointers are byte offsets. */
+export interface SoftmaxNllArgs {
+  /** Logits, rows × vocab f32, softmaxed in place. */
+  readonly logits: number;
+  /** Logits per row. */
+  readonly vocab: number;
+  /** Rows. */
+  readonly rows: number;
+  /** i32 per row: the target id, or −1 for a row not counted. */
+  readonly targets: number;
+  /** f64 per row (8-aligned): the row's −log p(target), 0 for −1. */
+  readonly losses: number;
+}
+
+/** Arguments of {@link WasmKernels.attendRows}; pointers are byte offsets. */
+export interface AttendRowsArgs {
+  /** Queries, seqs·T rows of `qRow` floats (head h at `h·D`). */
+  readonly q: number;
+  /** Keys of sequence s at `k + s·seqBytes`: T rows of `kvRow` floats. */
+  readonly k: number;
+  /** Values, laid out as the keys. */
+  readonly v: number;
+  /** Output, laid out as the queries. */
+  readonly out: number;
+  /** Sequences. */
+  readonly seqs: number;
+  /** Tokens per sequence (all from position 0). */
+  readonly T: number;
+  /** Query heads. */
+  readonly heads: number;
+  /** Key/value heads (dividing `heads`). */
+  readonly kvHeads: number;
+  /** Head dimension D. */
+  readonly headDim: number;
+  /** Floats per query/output row (default heads·D). */
+  readonly qRow?: number;
+  /** Floats per key/value row (default kvHeads·D). */
+  readonly kvRow?: number;
+  /** Bytes from one sequence's keys (values) to the next's (default 4·T·kvRow). */
+  readonly seqBytes?: number;
+  /** Multiplier of the scores before the softmax (1/√D). */
+  readonly scale: number;
+}
+
 /** Arguments of {@link WasmKernels.ternaryMatmul}; pointers are byte offsets. */
 export interface TernaryMatmulArgs {
   /** Packed ternary weights: n rows of ternaryRowBytes(k) bytes. */
@@ -681,9 +785,31 @@ interface KernelExports extends TrainingKernels {
 const PAGE = 65536;
 /** Multiply-adds from which a matmul is split across the pool's threads. */
 const PARALLEL_MACS = 1 << 22;
+/**
+ * Elements (or multiply-adds of the integer kernels) from which a row or
+ * element-wise job is split: ~50 µs of work, against ~10 µs to wake the
+ * workers. A decode step's single token never reaches it.
+ */
+const PARALLEL_ELEMENTS = 1 << 16;
 const MAX_PAGES = 65536;
 const ALIGN = 64;
 const I32_MAX = 0x7fffffff;
+
+/**
+ * The words of a row job: its arguments at `JOB.args`, `units` units to split
+ * (`JOB.m`) in chunks of whole `unit`s (`JOB.mr`).
+ */
+function rowArgs(
+  values: readonly number[],
+  units: number,
+  unit: number,
+): [number, number][] {
+  return [
+    ...values.map((v, i) => [JOB.args + i, v] as [number, number]),
+    [JOB.m, units],
+    [JOB.mr, unit],
+  ];
+}
 
 function checkCount(v: number, name: string): void {
   if (!Number.isInteger(v) || v < 0 || v > I32_MAX) {
@@ -737,9 +863,11 @@ export class WasmKernels {
        */
       readonly sharedMemory?: boolean;
       /**
-       * Threads the f32 matmul runs on (default 1): with more, workers over
-       * the shared memory each take a fixed share of C's rows; results are
-       * bit-identical for any count. Release them with {@link close}.
+       * Threads the large kernels run on (default 1): with more, workers over
+       * the shared memory claim chunks of each matmul (rows or columns of C),
+       * integer matmul (tokens), row kernel (rows) and whole-sequence
+       * attention ((sequence, head) pairs); results are bit-identical for any
+       * count. Release them with {@link close}.
        */
       readonly threads?: number;
     } = {},
@@ -788,12 +916,12 @@ export class WasmKernels {
     return kernels;
   }
 
-  /** Threads the f32 matmul runs on. */
+  /** Threads the large kernels run on. */
   get threads(): number {
     return this.#pool?.threads ?? 1;
   }
 
-  /** Stops the matmul's worker threads, if any (idempotent); matmuls then run on one thread. */
+  /** Stops the worker threads, if any (idempotent); the kernels then run on one thread. */
   close(): void {
     this.#pool?.close();
     this.#pool = undefined;
@@ -968,14 +1096,33 @@ export class WasmKernels {
       this.#matmulFn(a, b, c, m, n, k, lda, ldb, ldc, flags, work, mc, kc, nc);
       return;
     }
-    for (let i = 1; i < pool.threads; i++) {
-      const w = this.#poolWork[i] ??= { ptr: 0, bytes: 0 };
-      if (w.bytes < bytes) {
-        if (w.ptr !== 0) this.free(w.ptr);
-        w.ptr = this.alloc(bytes);
-        w.bytes = bytes;
-        this.i32(pool.control, JOB.words)[JOB.work + i] = w.ptr;
-      }
+    this.#poolWorkspaces(pool, bytes);
+    if (n >= 4 * m) {
+      // Much wider than tall: split the columns, so that B is packed once.
+      pool.run(
+        OP_MATMUL_COLS,
+        [
+          [JOB.a, a],
+          [JOB.b, b],
+          [JOB.c, c],
+          [JOB.m, n],
+          [JOB.k, k],
+          [JOB.lda, lda],
+          [JOB.ldb, ldb],
+          [JOB.ldc, ldc],
+          [JOB.flags, flags],
+          [JOB.mc, mc],
+          [JOB.kc, kc],
+          [JOB.nc, nc],
+          [JOB.mr, nr],
+          [JOB.nr, nr],
+          [JOB.args, m],
+          [JOB.args + 1, mr],
+        ],
+        this.#exports,
+        work,
+      );
+      return;
     }
     pool.run(
       OP_MATMUL,
@@ -996,7 +1143,7 @@ export class WasmKernels {
         [JOB.mr, mr],
         [JOB.nr, nr],
       ],
-      this.#k as unknown as Record<string, MatmulExport>,
+      this.#exports,
       work,
     );
   }
@@ -1020,6 +1167,48 @@ export class WasmKernels {
       this.#workBytes = bytes;
     }
     return this.#work;
+  }
+
+  /** Gives every pool worker a workspace of at least `bytes` bytes (the caller's is {@link #workspace}). */
+  #poolWorkspaces(pool: MatmulPool, bytes: number): void {
+    for (let i = 1; i < pool.threads; i++) {
+      const w = this.#poolWork[i] ??= { ptr: 0, bytes: 0 };
+      if (w.bytes < bytes) {
+        if (w.ptr !== 0) this.free(w.ptr);
+        w.ptr = this.alloc(bytes);
+        w.bytes = bytes;
+        this.i32(pool.control, JOB.words)[JOB.work + i] = w.ptr;
+      }
+    }
+  }
+
+  /** Runs a job on `pool`, or on this thread without one; returns its status bits. */
+  #dispatch(
+    pool: MatmulPool | undefined,
+    op: number,
+    job: ReadonlyArray<readonly [number, number]>,
+    work: number,
+  ): number {
+    return pool === undefined
+      ? runHere(op, job, this.#exports, this.memory, work)
+      : pool.run(op, job, this.#exports, work);
+  }
+
+  /** The exports as the pool calls them. */
+  get #exports(): PoolExports {
+    return this.#k as unknown as PoolExports;
+  }
+
+  /**
+   * The pool, when a job of `units` chunkable units (tokens, rows, heads)
+   * and `work` elementary steps (multiply-adds, elements) is worth splitting;
+   * else undefined (the job runs on this thread).
+   */
+  #poolFor(units: number, work: number): MatmulPool | undefined {
+    const pool = this.#pool;
+    return pool !== undefined && units >= 2 && work >= PARALLEL_ELEMENTS
+      ? pool
+      : undefined;
   }
 
   /** f32 matvec: y[i] = Σ_j W[i,j]·x[j] (or y += W·x with `accumulate`). */
@@ -1123,7 +1312,28 @@ export class WasmKernels {
     this.#checkRange(x, tokens * kpad, "x");
     this.#checkRange(invScales, 4 * tokens, "invScales", 4);
     this.#checkRange(out, 4 * WasmKernels.#extent(tokens, n, ldo), "out", 4);
-    this.#k.i8matmul(w, n, kpad, x, kpad, tokens, scales, invScales, out, ldo);
+    const pool = this.#poolFor(tokens, (tokens * n * kpad) / 256);
+    if (pool === undefined) {
+      this.#k.i8matmul(
+        w,
+        n,
+        kpad,
+        x,
+        kpad,
+        tokens,
+        scales,
+        invScales,
+        out,
+        ldo,
+      );
+      return;
+    }
+    pool.run(
+      OP_INT8,
+      rowArgs([w, n, kpad, x, scales, invScales, out, ldo], tokens, 4),
+      this.#exports,
+      0,
+    );
   }
 
   /**
@@ -1143,7 +1353,214 @@ export class WasmKernels {
     this.#checkRange(out, rows * kpad, "out");
     this.#checkRange(invScales, 4 * rows, "invScales", 4);
     this.#checkRange(sums, 4 * rows, "sums", 4);
-    this.#k.quantize_rows(x, rows, cols, ldx, out, kpad, invScales, sums, eps);
+    const pool = this.#poolFor(rows, rows * cols);
+    if (pool === undefined) {
+      this.#k.quantize_rows(
+        x,
+        rows,
+        cols,
+        ldx,
+        out,
+        kpad,
+        invScales,
+        sums,
+        eps,
+      );
+      return;
+    }
+    const epsBits = new Int32Array(Float32Array.of(eps).buffer)[0];
+    pool.run(
+      OP_QUANTIZE,
+      rowArgs([x, cols, ldx, out, kpad, invScales, sums, epsBits], rows, 1),
+      this.#exports,
+      0,
+    );
+  }
+
+  /**
+   * Per-row int8 absmax fake quantization in place of the training model's
+   * `act_quant` (`o = q / s`, rows × cols f32, contiguous); rows split
+   * across the pool when large. Returns false if a row holds NaN or ±∞
+   * (then `o` is unspecified).
+   */
+  actQuant(args: ActQuantArgs): boolean {
+    const { x, o, rows, cols } = args;
+    checkCount(rows, "rows");
+    checkCount(cols, "cols");
+    this.#checkRange(x, 4 * rows * cols, "x", 4);
+    this.#checkRange(o, 4 * rows * cols, "o", 4);
+    const pool = this.#poolFor(rows, rows * cols);
+    if (pool === undefined) return this.#k.act_quant(x, o, rows, cols) === 0;
+    const status = pool.run(
+      OP_ACT_QUANT,
+      rowArgs([x, o, cols], rows, 1),
+      this.#exports,
+      0,
+    );
+    return (status & 1) === 0;
+  }
+
+  /**
+   * RMSNorm forward of `rows` contiguous rows of `dim` floats (`rmsnorm_fwd`:
+   * `o = x · rstd · g`, rstd per row in f32); rows split across the pool
+   * when large. `o` may alias `x`.
+   */
+  rmsnorm(args: RmsnormArgs): void {
+    const { x, g, o, rstd, rows, dim, eps } = args;
+    checkCount(rows, "rows");
+    checkCount(dim, "dim");
+    this.#checkRange(x, 4 * rows * dim, "x", 4);
+    this.#checkRange(o, 4 * rows * dim, "o", 4);
+    this.#checkRange(g, 4 * dim, "g", 4);
+    this.#checkRange(rstd, 4 * rows, "rstd", 4);
+    const pool = this.#poolFor(rows, rows * dim);
+    if (pool === undefined) {
+      this.#k.rmsnorm_fwd(x, g, o, rstd, rows, dim, eps);
+      return;
+    }
+    pool.run(
+      OP_RMSNORM,
+      rowArgs([x, g, o, rstd, dim, 0, ...f64Words(eps)], rows, 1),
+      this.#exports,
+      0,
+    );
+  }
+
+  /**
+   * The element-wise kernel `kernel` (`silu_f32`/`relu2_f32`: `o = f(a)`;
+   * `mul_f32`: `o = a ⊙ b`) over `n` floats, split across the pool in whole
+   * blocks of {@link MAP_UNIT} when large: each element computed as alone.
+   */
+  map(args: MapArgs): void {
+    const { kernel, a, o, n } = args;
+    const which = MAP_KERNELS.indexOf(kernel);
+    if (which < 0) throw new RangeError(`kernel: unknown kernel ${kernel}`);
+    checkCount(n, "n");
+    const b = args.b ?? 0;
+    this.#checkRange(a, 4 * n, "a", 4);
+    this.#checkRange(o, 4 * n, "o", 4);
+    if (kernel === "mul_f32") this.#checkRange(b, 4 * n, "b", 4);
+    const pool = this.#poolFor(Math.floor(n / MAP_UNIT), n);
+    if (pool === undefined) {
+      if (kernel === "mul_f32") this.#k.mul_f32(a, b, o, n);
+      else this.#k[kernel](a, o, n);
+      return;
+    }
+    pool.run(
+      OP_MAP,
+      rowArgs([which, a, b, o], n, MAP_UNIT),
+      this.#exports,
+      0,
+    );
+  }
+
+  /**
+   * The scoring loss of `rows` rows of `vocab` logits: per row r with
+   * target y ≥ 0 (i32 at `targets`), the row is softmaxed in place
+   * (`softmax_row`) and `losses[r] = max + ln Σ e^(x − max) − logit_y` (f64,
+   * in that order); rows with y = −1 get 0. Rows split across the pool when
+   * large; each row is computed as alone, so the losses are the same bits for
+   * any thread count.
+   */
+  softmaxNll(args: SoftmaxNllArgs): void {
+    const { logits, vocab, rows, targets, losses } = args;
+    checkCount(rows, "rows");
+    checkCount(vocab, "vocab");
+    this.#checkRange(logits, 4 * rows * vocab, "logits", 4);
+    this.#checkRange(targets, 4 * rows, "targets", 4);
+    this.#checkRange(losses, 8 * rows, "losses", 8);
+    const y = this.i32(targets, rows);
+    for (let r = 0; r < rows; r++) {
+      if (y[r] !== -1 && !(y[r] >= 0 && y[r] < vocab)) {
+        throw new RangeError(`targets[${r}] = ${y[r]} is not in [0, ${vocab})`);
+      }
+    }
+    const work = this.#workspace(24);
+    const pool = this.#poolFor(rows, rows * vocab);
+    if (pool !== undefined) this.#poolWorkspaces(pool, 24);
+    this.#dispatch(
+      pool,
+      OP_NLL,
+      rowArgs([logits, vocab, targets, losses], rows, 1),
+      work,
+    );
+  }
+
+  /**
+   * Causal attention of `seqs` whole sequences of `T` tokens from position 0,
+   * as the training model computes it: per sequence and head, `S = Q·Kᵀ` by
+   * {@link matmul}s in blocks of 32 query rows, `softmax_causal` (scaled by
+   * `scale`), then `P·V`. The (sequence, head) pairs split across the pool,
+   * each computed as alone: the same bits for any thread count.
+   */
+  attendRows(args: AttendRowsArgs): void {
+    const { q, k, v, out, seqs, T, heads, kvHeads, headDim: D } = args;
+    for (
+      const [name, n] of [
+        ["seqs", seqs],
+        ["T", T],
+        ["heads", heads],
+        ["kvHeads", kvHeads],
+        ["headDim", D],
+      ] as const
+    ) checkCount(n, name);
+    if (kvHeads === 0 || heads % kvHeads !== 0) {
+      throw new RangeError(
+        `kvHeads: ${kvHeads} does not divide heads ${heads}`,
+      );
+    }
+    const qRow = WasmKernels.#ld(args.qRow, heads * D, "qRow");
+    const kvRow = WasmKernels.#ld(args.kvRow, kvHeads * D, "kvRow");
+    const seqBytes = WasmKernels.#ld(args.seqBytes, 4 * T * kvRow, "seqBytes");
+    const qExt = 4 * WasmKernels.#extent(seqs * T, heads * D, qRow);
+    this.#checkRange(q, qExt, "q", 4);
+    this.#checkRange(out, qExt, "out", 4);
+    const kvExt = seqs === 0 ? 0 : (seqs - 1) * seqBytes +
+      4 * WasmKernels.#extent(T, kvHeads * D, kvRow);
+    this.#checkRange(k, kvExt, "k", 4);
+    this.#checkRange(v, kvExt, "v", 4);
+    if (seqs === 0 || T === 0 || heads === 0) return;
+    const { mc, kc, nc } = this.#matmulConfig;
+    const { mr, nr } = tileShape(this.#matmulConfig.tile);
+    const wide = Math.max(T, D);
+    const mmBytes = Math.ceil(
+      (4 * (mr * nr + mc * kc + Math.ceil(Math.min(wide, nc) / nr) * nr * kc)) /
+        ALIGN,
+    ) * ALIGN;
+    const bytes = mmBytes + 4 * T * T;
+    const work = this.#workspace(bytes);
+    const units = seqs * heads;
+    const pool = this.#poolFor(units, units * T * T * D);
+    if (pool !== undefined) this.#poolWorkspaces(pool, bytes);
+    this.#dispatch(
+      pool,
+      OP_ATTEND,
+      rowArgs(
+        [
+          q,
+          k,
+          v,
+          out,
+          T,
+          qRow,
+          kvRow,
+          D,
+          heads,
+          heads / kvHeads,
+          seqBytes,
+          mmBytes,
+          new Int32Array(Float32Array.of(args.scale).buffer)[0],
+          mc,
+          kc,
+          nc,
+          mr,
+          nr,
+        ],
+        units,
+        1,
+      ),
+      work,
+    );
   }
 
   /**
@@ -1197,7 +1614,7 @@ export class WasmKernels {
         [JOB.scaleBits, new Int32Array(Float32Array.of(scale).buffer)[0]],
         [JOB.mr, 4],
       ],
-      this.#k as unknown as Record<string, MatmulExport>,
+      this.#exports,
       0,
     );
   }
