@@ -874,18 +874,108 @@ const attendSession = `
     (local.set $r (i32.add (local.get $r) (i32.const 1)))
     (br $rows))))`;
 
+/** Byte indices of an `i8x16.shuffle` picking the i32 lanes `idx` (0–7). */
+const lanes32 = (idx: readonly number[]): string =>
+  idx.flatMap((i) => range(4).map((b) => 4 * i + b)).join(" ");
+
 /**
- * Tile of the ternary matmul: R weight rows × T tokens. Weight rows are
- * `rb` bytes apart (blocks of 64 weights in 16 bytes, byte i bits 2j..2j+1 =
- * weight 16j+i, codes 0..2), token rows of int8 activations `ldx` bytes apart.
- * out[t][r] = (Σ c·x − Σ x) · wscale · invs[t].
+ * `[ΣA, ΣB, ΣC, ΣD]` of four i32x4 expressions: two transposing
+ * interleaves and adds instead of 4 extracts and 3 adds per sum.
+ */
+function sum4([a, b, c, d]: readonly string[]): string {
+  const pair = (x: string, y: string) =>
+    `(i32x4.add (i8x16.shuffle ${
+      lanes32([0, 4, 1, 5])
+    } ${x} ${y}) (i8x16.shuffle ${lanes32([2, 6, 3, 7])} ${x} ${y}))`;
+  return `(local.set $lo ${pair(a, b)}) (local.set $hi ${pair(c, d)})
+  (i32x4.add (i8x16.shuffle ${
+    lanes32([0, 1, 4, 5])
+  } (local.get $lo) (local.get $hi))
+    (i8x16.shuffle ${lanes32([2, 3, 6, 7])} (local.get $lo) (local.get $hi)))`;
+}
+
+/**
+ * WAT: a v128 of the 4-byte per-token entries at `ptr` for the tokens of the
+ * four lanes (t₀ ≤ t ≤ t₀ + 3), reading no entry past the last one named.
+ */
+function perToken(ptr: string, toks: readonly number[]): string {
+  const t0 = toks[0], span = Math.max(...toks) - t0;
+  const at = `offset=${4 * t0} (local.get ${ptr})`;
+  if (span === 0) return `(v128.load32_splat ${at})`;
+  const load = span === 3
+    ? `(v128.load ${at})`
+    : span === 2
+    ? `(v128.load32_lane offset=${
+      4 * t0 + 8
+    } 2 (local.get ${ptr}) (v128.load64_zero ${at}))`
+    : `(v128.load64_zero ${at})`;
+  const idx = toks.map((t) => t - t0);
+  return idx.every((i, l) => i === l)
+    ? load
+    : `(i8x16.shuffle ${lanes32(idx)} ${load} (v128.const i64x2 0 0))`;
+}
+
+/**
+ * Epilogue of a ternary tile for up to four outputs `(r, t)`, whose exact
+ * sums Σ c·x are the lanes of `$q<q>`: per lane (Σ c·x − Σ x) ·
+ * (wscale · invs[t]) in f32x4 (the scalar expression, lane by lane), stored
+ * as one, two or four adjacent floats per token.
+ */
+function ternaryStore(
+  quad: readonly (readonly [number, number])[],
+  q: number,
+): string {
+  const toks = range(4).map((i) => quad[Math.min(i, quad.length - 1)][1]);
+  const value = `(f32x4.mul
+    (f32x4.convert_i32x4_s (i32x4.sub (local.get $q${q}) ${
+    perToken("$sums", toks)
+  }))
+    (f32x4.mul (f32x4.splat (local.get $wscale)) ${perToken("$invs", toks)}))`;
+  const stores: string[] = [];
+  for (let i = 0; i < quad.length;) {
+    const [r, t] = quad[i];
+    let len = 1;
+    while (
+      i + len < quad.length && quad[i + len][1] === t &&
+      quad[i + len][0] === r + len
+    ) len++;
+    const at = t === 0
+      ? "(local.get $out)"
+      : `(i32.add (local.get $out) (i32.mul (local.get $ldo) (i32.const ${t})))`;
+    const off = `offset=${r * 4}`;
+    if (len >= 4) stores.push(`(v128.store ${off} ${at} (local.get $f))`);
+    else if (len >= 2 && i % 2 === 0) {
+      stores.push(`(v128.store64_lane ${off} ${i / 2} ${at} (local.get $f))`);
+      len = 2;
+    } else {
+      stores.push(`(v128.store32_lane ${off} ${i} ${at} (local.get $f))`);
+      len = 1;
+    }
+    i += len;
+  }
+  return `(local.set $f ${value})
+  ${stores.join("\n  ")}`;
+}
+
+/**
+ * Tiles of the ternary matmul: `nt` consecutive tiles of R weight rows × T
+ * tokens (one call per row block and token group, so the call and the
+ * token-side setup are paid once, not per tile). Weight rows are `rb` bytes
+ * apart (blocks of 64 weights in 16 bytes, byte i bits 2j..2j+1 = weight
+ * 16j+i, codes 0..2), token rows of int8 activations `ldx` bytes apart.
+ * out[t][r] = (Σ c·x − Σ x) · (wscale · invs[t]); the sums are reduced four
+ * outputs per vector ({@link sum4}) and stored by {@link ternaryStore}.
  */
 function ternaryTile(v: WasmVariant, R: number, T: number): string {
   const rows = range(R);
   const toks = range(T);
   const acc = (r: number, t: number) => `$a${r}_${t}`;
-  const sum = (r: number, t: number) => `$s${r}_${t}`;
   const pairs = rows.flatMap((r) => toks.map((t) => [r, t] as const));
+  // Outputs token-major (rows adjacent in memory), four per vector.
+  const byToken = toks.flatMap((t) => rows.map((r) => [r, t] as const));
+  const quads = range(Math.ceil(byToken.length / 4)).map((q) =>
+    byToken.slice(4 * q, 4 * q + 4)
+  );
   const code = (r: number, j: number) =>
     j === 0
       ? `(v128.and (local.get $r${r}) (local.get $m3))`
@@ -895,8 +985,9 @@ function ternaryTile(v: WasmVariant, R: number, T: number): string {
   return `
 (func $tmm_${R}_${T} (param $w i32) (param $rb i32) (param $x i32) (param $ldx i32)
   (param $nb i32) (param $sums i32) (param $invs i32) (param $wscale f32) (param $out i32) (param $ldo i32)
+  (param $nt i32)
   (local $wo i32) (local $xo i32) (local $cend i32) (local $wend i32)
-  (local $m3 v128) (local $xv v128) (local $t v128)
+  (local $m3 v128) (local $xv v128) (local $lo v128) (local $hi v128) (local $f v128)
   ${locals(rows.map((r) => `$w${r}`), "i32")} ${
     locals(toks.map((t) => `$x${t}`), "i32")
   }
@@ -904,19 +995,24 @@ function ternaryTile(v: WasmVariant, R: number, T: number): string {
     locals(rows.map((r) => `$c${r}`), "v128")
   }
   ${locals(pairs.map(([r, t]) => acc(r, t)), "v128")}
-  ${locals(pairs.map(([r, t]) => sum(r, t)), "i32")}
+  ${locals(quads.map((_, q) => `$q${q}`), "v128")}
   (local.set $m3 (v128.const i8x16 ${range(16).map(() => "3").join(" ")}))
-  ${
-    rows.map((r) =>
-      `(local.set $w${r} (i32.add (local.get $w) (i32.mul (local.get $rb) (i32.const ${r}))))`
-    ).join(" ")
-  }
   ${
     toks.map((t) =>
       `(local.set $x${t} (i32.add (local.get $x) (i32.mul (local.get $ldx) (i32.const ${t}))))`
     ).join(" ")
   }
   (local.set $wend (i32.shl (local.get $nb) (i32.const 4)))
+  (block $tilesdone (loop $tiles
+  (br_if $tilesdone (i32.eqz (local.get $nt)))
+  ${
+    rows.map((r) =>
+      `(local.set $w${r} (i32.add (local.get $w) (i32.mul (local.get $rb) (i32.const ${r}))))`
+    ).join(" ")
+  }
+  (local.set $wo (i32.const 0))
+  (local.set $xo (i32.const 0))
+  ${quads.map((_, q) => `(local.set $q${q} (v128.const i64x2 0 0))`).join(" ")}
   (block $done
     (br_if $done (i32.eqz (local.get $wend)))
     (loop $chunk
@@ -956,25 +1052,26 @@ function ternaryTile(v: WasmVariant, R: number, T: number): string {
         (local.set $xo (i32.add (local.get $xo) (i32.const 64)))
         (br_if $blk (i32.lt_u (local.get $wo) (local.get $cend))))
       ${
-    pairs.map(([r, t]) =>
-      `(local.set $t (i32x4.extadd_pairwise_i16x8_s (local.get ${acc(r, t)})))
-      (local.set ${sum(r, t)} (i32.add (local.get ${sum(r, t)}) ${hsum("$t")}))`
+    quads.map((quad, q) =>
+      `(local.set $q${q} (i32x4.add (local.get $q${q}) ${
+        sum4(
+          range(4).map((i) =>
+            i < quad.length
+              ? `(i32x4.extadd_pairwise_i16x8_s (local.get ${
+                acc(quad[i][0], quad[i][1])
+              }))`
+              : "(v128.const i64x2 0 0)"
+          ),
+        )
+      }))`
     ).join("\n")
   }
       (br_if $chunk (i32.lt_u (local.get $wo) (local.get $wend)))))
-  ${
-    pairs.map(([r, t]) =>
-      `(f32.store offset=${
-        r * 4
-      } (i32.add (local.get $out) (i32.mul (local.get $ldo) (i32.const ${t})))
-    (f32.mul (f32.convert_i32_s (i32.sub (local.get ${
-        sum(r, t)
-      }) (i32.load offset=${t * 4} (local.get $sums))))
-      (f32.mul (local.get $wscale) (f32.load offset=${
-        t * 4
-      } (local.get $invs)))))`
-    ).join("\n")
-  })`;
+  ${quads.map((quad, q) => ternaryStore(quad, q)).join("\n")}
+  (local.set $w (i32.add (local.get $w) (i32.mul (local.get $rb) (i32.const ${R}))))
+  (local.set $out (i32.add (local.get $out) (i32.const ${4 * R})))
+  (local.set $nt (i32.sub (local.get $nt) (i32.const 1)))
+  (br $tiles))))`;
 }
 
 /** Rows per ternary tile for a group of `tokens` tokens. */
@@ -989,13 +1086,17 @@ const rowsForGroup = [2, 3, 4].reduce(
   `(i32.const ${ternaryRows(1)})`,
 );
 
-/** The ternary matmul driver: row blocks, then token groups of ≤ 4, then tiles. */
+/**
+ * The ternary matmul driver: row blocks, then token groups of ≤ 4, then one
+ * call for the block's tiles of {@link ternaryRows} rows and one for its
+ * remaining single rows.
+ */
 const ternaryMatmul = `
 (func (export "tmatmul") (param $w i32) (param $n i32) (param $kpad i32)
   (param $x i32) (param $ldx i32) (param $tokens i32) (param $sums i32) (param $invs i32)
   (param $wscale f32) (param $out i32) (param $ldo i32)
   (local $rb i32) (local $nb i32) (local $r0 i32) (local $rend i32) (local $t0 i32)
-  (local $tg i32) (local $r i32) (local $rt i32)
+  (local $tg i32) (local $r i32) (local $rt i32) (local $nt i32)
   (local.set $rb (i32.shr_u (local.get $kpad) (i32.const 2)))
   (local.set $nb (i32.shr_u (local.get $kpad) (i32.const 6)))
   (local.set $ldo (i32.shl (local.get $ldo) (i32.const 2)))
@@ -1010,9 +1111,8 @@ const ternaryMatmul = `
       (if (i32.gt_u (local.get $tg) (i32.const 4)) (then (local.set $tg (i32.const 4))))
       (local.set $rt ${rowsForGroup})
       (local.set $r (local.get $r0))
-      (block $rtend (loop $rtiles
-        (br_if $rtend (i32.gt_u (i32.add (local.get $r) (local.get $rt)) (local.get $rend)))
-        (call_indirect (type $tile_t)
+      (local.set $nt (i32.div_u (i32.sub (local.get $rend) (local.get $r0)) (local.get $rt)))
+      (call_indirect (type $tile_t)
           (i32.add (local.get $w) (i32.mul (local.get $r) (local.get $rb))) (local.get $rb)
           (i32.add (local.get $x) (i32.mul (local.get $t0) (local.get $ldx))) (local.get $ldx)
           (local.get $nb)
@@ -1022,12 +1122,10 @@ const ternaryMatmul = `
           (i32.add (local.get $out) (i32.add (i32.mul (local.get $t0) (local.get $ldo))
             (i32.shl (local.get $r) (i32.const 2))))
           (local.get $ldo)
+          (local.get $nt)
           (i32.sub (local.get $tg) (i32.const 1)))
-        (local.set $r (i32.add (local.get $r) (local.get $rt)))
-        (br $rtiles)))
-      (block $r1end (loop $r1tiles
-        (br_if $r1end (i32.ge_u (local.get $r) (local.get $rend)))
-        (call_indirect (type $tile_t)
+      (local.set $r (i32.add (local.get $r0) (i32.mul (local.get $nt) (local.get $rt))))
+      (call_indirect (type $tile_t)
           (i32.add (local.get $w) (i32.mul (local.get $r) (local.get $rb))) (local.get $rb)
           (i32.add (local.get $x) (i32.mul (local.get $t0) (local.get $ldx))) (local.get $ldx)
           (local.get $nb)
@@ -1037,9 +1135,8 @@ const ternaryMatmul = `
           (i32.add (local.get $out) (i32.add (i32.mul (local.get $t0) (local.get $ldo))
             (i32.shl (local.get $r) (i32.const 2))))
           (local.get $ldo)
+          (i32.sub (local.get $rend) (local.get $r))
           (i32.add (local.get $tg) (i32.const 3)))
-        (local.set $r (i32.add (local.get $r) (i32.const 1)))
-        (br $r1tiles)))
       (local.set $t0 (i32.add (local.get $t0) (i32.const 4)))
       (br $tgroups)))
     (local.set $r0 (local.get $rend))
@@ -2282,7 +2379,7 @@ export function kernelsWat(variant: WasmVariant): string {
   return `;; GENERATED by scripts/wasm_kernels_wat.ts (${variant} SIMD). Do not edit.
 (module
   (import "env" "memory" (memory 1 65536 shared))
-  (type $tile_t (func (param i32 i32 i32 i32 i32 i32 i32 f32 i32 i32)))
+  (type $tile_t (func (param i32 i32 i32 i32 i32 i32 i32 f32 i32 i32 i32)))
   (type $i8tile_t (func (param i32 i32 i32 i32 i32 i32 i32 i32 i32)))
   (table ${tiles.length + i8.length} funcref)
   (elem (i32.const 0) ${

@@ -928,6 +928,13 @@ for (const v of VARIANTS) {
         });
       }
     }
+    // The model's shapes (k = 256, 768): many row tiles per tile call, a
+    // 64-row block boundary, and token counts that leave a partial group.
+    for (
+      const [n, k, tokens] of [[768, 256, 67], [256, 768, 30], [70, 256, 13]]
+    ) {
+      checkTernary(K, { n, k, tokens, padO: 2, seed: n + k, extreme: false });
+    }
   });
 
   Deno.test(`ternaryMatmul (${v}): no i16 overflow at the extremes (all +1, x = −128/127)`, async () => {
