@@ -462,6 +462,40 @@ function matmulKernels(v: WasmVariant): string {
 }
 
 /**
+ * Shared parts of {@link matvec} and {@link matvecF16}, for rows `rows` of a
+ * pass starting at row `$i`: the row pointers `$w{r}` (`$rowb` bytes a row;
+ * a short last pass clamps them to the last row), the horizontal sums of the
+ * two accumulators into `$f{r}`, and the stores of the rows that exist
+ * (added to `y` with `$accumulate`).
+ */
+const matvecRowPointers = (rows: readonly number[]): string =>
+  rows.map((r) =>
+    `(local.set $w${r} (i32.add (local.get $w) (i32.mul (local.get $rowb)
+        (select (i32.add (local.get $i) (i32.const ${r})) (i32.sub (local.get $n) (i32.const 1))
+          (i32.lt_u (i32.add (local.get $i) (i32.const ${r})) (local.get $n))))))`
+  ).join("\n");
+
+/** See {@link matvecRowPointers}. */
+const matvecRowSums = (rows: readonly number[]): string =>
+  rows.map((r) =>
+    `(local.set $sum (f32x4.add (local.get $s${r}a) (local.get $s${r}b)))
+      (local.set $f${r} (f32.add
+        (f32.add (f32x4.extract_lane 0 (local.get $sum)) (f32x4.extract_lane 1 (local.get $sum)))
+        (f32.add (f32x4.extract_lane 2 (local.get $sum)) (f32x4.extract_lane 3 (local.get $sum)))))`
+  ).join("\n");
+
+/** See {@link matvecRowPointers}. */
+const matvecStore = (rows: readonly number[]): string =>
+  rows.map((r) =>
+    `(if (i32.lt_u (i32.add (local.get $i) (i32.const ${r})) (local.get $n)) (then
+        (if (local.get $accumulate) (then
+          (local.set $f${r} (f32.add (local.get $f${r}) (f32.load offset=${
+      r * 4
+    } (local.get $y))))))
+        (f32.store offset=${r * 4} (local.get $y) (local.get $f${r}))))`
+  ).join("\n");
+
+/**
  * y[n] (+)= Σ_k W[n,k]·x[k] for row-major W (leading dimension `ldw`
  * elements), four rows per pass with two accumulators per row.
  */
@@ -483,13 +517,7 @@ function matvec(v: WasmVariant): string {
   (block $end (loop $rowsloop
     (br_if $end (i32.ge_u (local.get $i) (local.get $n)))
     ;; The last group of rows may be short: clamp its row pointers to the last row.
-    ${
-    rows.map((r) =>
-      `(local.set $w${r} (i32.add (local.get $w) (i32.mul (local.get $rowb)
-        (select (i32.add (local.get $i) (i32.const ${r})) (i32.sub (local.get $n) (i32.const 1))
-          (i32.lt_u (i32.add (local.get $i) (i32.const ${r})) (local.get $n))))))`
-    ).join("\n")
-  }
+    ${matvecRowPointers(rows)}
     ${accs.map((a) => `(local.set ${a} (v128.const i64x2 0 0))`).join(" ")}
     (local.set $xp (local.get $x))
     (local.set $kk (i32.const 0))
@@ -521,14 +549,7 @@ function matvec(v: WasmVariant): string {
       (local.set $xp (i32.add (local.get $xp) (i32.const 32)))
       (local.set $kk (i32.add (local.get $kk) (i32.const 8)))
       (br $vec)))
-    ${
-    rows.map((r) =>
-      `(local.set $sum (f32x4.add (local.get $s${r}a) (local.get $s${r}b)))
-      (local.set $f${r} (f32.add
-        (f32.add (f32x4.extract_lane 0 (local.get $sum)) (f32x4.extract_lane 1 (local.get $sum)))
-        (f32.add (f32x4.extract_lane 2 (local.get $sum)) (f32x4.extract_lane 3 (local.get $sum)))))`
-    ).join("\n")
-  }
+    ${matvecRowSums(rows)}
     (block $send (loop $sca
       (br_if $send (i32.ge_u (local.get $kk) (local.get $k)))
       (local.set $t (f32.load (local.get $xp)))
@@ -541,16 +562,7 @@ function matvec(v: WasmVariant): string {
       (local.set $xp (i32.add (local.get $xp) (i32.const 4)))
       (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
       (br $sca)))
-    ${
-    rows.map((r) =>
-      `(if (i32.lt_u (i32.add (local.get $i) (i32.const ${r})) (local.get $n)) (then
-        (if (local.get $accumulate) (then
-          (local.set $f${r} (f32.add (local.get $f${r}) (f32.load offset=${
-        r * 4
-      } (local.get $y))))))
-        (f32.store offset=${r * 4} (local.get $y) (local.get $f${r}))))`
-    ).join("\n")
-  }
+    ${matvecStore(rows)}
     (local.set $y (i32.add (local.get $y) (i32.const ${R * 4})))
     (local.set $i (i32.add (local.get $i) (i32.const ${R})))
     (br $rowsloop))))`;
@@ -648,25 +660,12 @@ function matvecF16(v: WasmVariant): string {
   (block $end (loop $rowsloop
     (br_if $end (i32.ge_u (local.get $i) (local.get $n)))
     ;; The last group of rows may be short: clamp its row pointers to the last row.
-    ${
-    rows.map((r) =>
-      `(local.set $w${r} (i32.add (local.get $w) (i32.mul (local.get $rowb)
-        (select (i32.add (local.get $i) (i32.const ${r})) (i32.sub (local.get $n) (i32.const 1))
-          (i32.lt_u (i32.add (local.get $i) (i32.const ${r})) (local.get $n))))))`
-    ).join("\n")
-  }
+    ${matvecRowPointers(rows)}
     ${accs.map((a) => `(local.set ${a} (v128.const i64x2 0 0))`).join(" ")}
     (local.set $xp (local.get $x))
     (local.set $kk (i32.const 0))
     (if (local.get $fast) (then ${vecLoop(true)}) (else ${vecLoop(false)}))
-    ${
-    rows.map((r) =>
-      `(local.set $sum (f32x4.add (local.get $s${r}a) (local.get $s${r}b)))
-      (local.set $f${r} (f32.add
-        (f32.add (f32x4.extract_lane 0 (local.get $sum)) (f32x4.extract_lane 1 (local.get $sum)))
-        (f32.add (f32x4.extract_lane 2 (local.get $sum)) (f32x4.extract_lane 3 (local.get $sum)))))`
-    ).join("\n")
-  }
+    ${matvecRowSums(rows)}
     (block $send (loop $sca
       (br_if $send (i32.ge_u (local.get $kk) (local.get $k)))
       (local.set $t (f32.mul (f32.load (local.get $xp)) (local.get $xs)))
@@ -681,16 +680,7 @@ function matvecF16(v: WasmVariant): string {
       (local.set $xp (i32.add (local.get $xp) (i32.const 4)))
       (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
       (br $sca)))
-    ${
-    rows.map((r) =>
-      `(if (i32.lt_u (i32.add (local.get $i) (i32.const ${r})) (local.get $n)) (then
-        (if (local.get $accumulate) (then
-          (local.set $f${r} (f32.add (local.get $f${r}) (f32.load offset=${
-        r * 4
-      } (local.get $y))))))
-        (f32.store offset=${r * 4} (local.get $y) (local.get $f${r}))))`
-    ).join("\n")
-  }
+    ${matvecStore(rows)}
     (local.set $y (i32.add (local.get $y) (i32.const ${R * 4})))
     (local.set $i (i32.add (local.get $i) (i32.const ${R})))
     (br $rowsloop))))`;

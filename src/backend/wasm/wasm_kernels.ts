@@ -1213,14 +1213,7 @@ export class WasmKernels {
 
   /** f32 matvec: y[i] = Σ_j W[i,j]·x[j] (or y += W·x with `accumulate`). */
   matvec(args: MatvecArgs): void {
-    const { w, x, y, n, k } = args;
-    checkCount(n, "n");
-    checkCount(k, "k");
-    const ldw = WasmKernels.#ld(args.ldw, k, "ldw");
-    this.#checkRange(w, 4 * WasmKernels.#extent(n, k, ldw), "w", 4);
-    this.#checkRange(x, 4 * k, "x", 4);
-    this.#checkRange(y, 4 * n, "y", 4);
-    this.#k.matvec(w, n, k, ldw, x, y, args.accumulate ? 1 : 0);
+    this.#matvecWith("matvec", 4, args);
   }
 
   /**
@@ -1230,14 +1223,23 @@ export class WasmKernels {
    * while reading half the bytes.
    */
   matvecF16(args: MatvecF16Args): void {
+    this.#matvecWith("matvec_f16", 2, args);
+  }
+
+  /** Checks a matvec's arguments (weights of `wBytes` each) and runs `kernel`. */
+  #matvecWith(
+    kernel: "matvec" | "matvec_f16",
+    wBytes: 2 | 4,
+    args: MatvecArgs | MatvecF16Args,
+  ): void {
     const { w, x, y, n, k } = args;
     checkCount(n, "n");
     checkCount(k, "k");
     const ldw = WasmKernels.#ld(args.ldw, k, "ldw");
-    this.#checkRange(w, 2 * WasmKernels.#extent(n, k, ldw), "w", 2);
+    this.#checkRange(w, wBytes * WasmKernels.#extent(n, k, ldw), "w", wBytes);
     this.#checkRange(x, 4 * k, "x", 4);
     this.#checkRange(y, 4 * n, "y", 4);
-    this.#k.matvec_f16(w, n, k, ldw, x, y, args.accumulate ? 1 : 0);
+    this.#k[kernel](w, n, k, ldw, x, y, args.accumulate ? 1 : 0);
   }
 
   /**
