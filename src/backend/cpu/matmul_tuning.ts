@@ -43,11 +43,15 @@ const SHAPES = [
   { m: 768, n: 256, k: 256, transA: true, transB: false },
 ] as const;
 
-/** The candidates: every tile with A blocks of ~64, ~96 and ~192 rows and B blocks of ~1024 columns. */
+/**
+ * The candidates: every tile with A blocks of ~24, ~48 and ~96 rows (96 KiB
+ * to 384 KiB packed at `kc` 256, A being splatted to 16 bytes an element) and
+ * B blocks of ~1024 columns.
+ */
 export function matmulCandidates(): MatmulConfig[] {
   return MATMUL_TILES.flatMap((tile) => {
     const [mr, nr] = tile.split("x").map(Number);
-    return [64, 96, 192].map((rows) => ({
+    return [24, 48, 96].map((rows) => ({
       tile,
       mc: Math.round(rows / mr) * mr,
       kc: DEFAULT_MATMUL_CONFIG.kc,

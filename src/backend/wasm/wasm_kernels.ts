@@ -240,10 +240,14 @@ export interface MatmulConfig {
   readonly nc: number;
 }
 
-/** The configuration tuned on the AVX-512 machine the kernels were first written on. */
+/**
+ * The configuration tuned on the AVX-512 machine the kernels were first
+ * written on (there 64 rows of a 4-byte A panel; 16 rows of the splatted
+ * panel keep its 64 KiB).
+ */
 export const DEFAULT_MATMUL_CONFIG: MatmulConfig = {
   tile: "2x16",
-  mc: 64,
+  mc: 16,
   kc: 256,
   nc: 2048,
 };
@@ -252,6 +256,18 @@ export const DEFAULT_MATMUL_CONFIG: MatmulConfig = {
 function tileShape(tile: MatmulTileName): { mr: number; nr: number } {
   const [mr, nr] = tile.split("x").map(Number);
   return { mr, nr };
+}
+
+/**
+ * Workspace bytes of one f32 matmul producing `n` columns under `config`:
+ * the spill tile, the packed A block (each element splatted to four lanes,
+ * so 16 bytes an element) and the packed B block (whole tile columns).
+ */
+function matmulWorkBytes(config: MatmulConfig, n: number): number {
+  const { mc, kc, nc } = config;
+  const { mr, nr } = tileShape(config.tile);
+  return 4 *
+    (mr * nr + 4 * mc * kc + Math.ceil(Math.min(n, nc) / nr) * nr * kc);
 }
 
 /** Throws a RangeError naming the field when `config` is not a valid {@link MatmulConfig}. */
@@ -1084,9 +1100,7 @@ export class WasmKernels {
     if (m === 0 || n === 0) return;
     const { mc, kc, nc } = this.#matmulConfig;
     const { mr, nr } = tileShape(this.#matmulConfig.tile);
-    // Spill tile, packed A block, packed B block (whole tile columns).
-    const bytes = 4 *
-      (mr * nr + mc * kc + Math.ceil(Math.min(n, nc) / nr) * nr * kc);
+    const bytes = matmulWorkBytes(this.#matmulConfig, n);
     const work = this.#workspace(bytes);
     const flags = (transA ? 1 : 0) | (transB ? 2 : 0) |
       (args.accumulate ? 4 : 0);
@@ -1524,10 +1538,8 @@ export class WasmKernels {
     if (seqs === 0 || T === 0 || heads === 0) return;
     const { mc, kc, nc } = this.#matmulConfig;
     const { mr, nr } = tileShape(this.#matmulConfig.tile);
-    const wide = Math.max(T, D);
     const mmBytes = Math.ceil(
-      (4 * (mr * nr + mc * kc + Math.ceil(Math.min(wide, nc) / nr) * nr * kc)) /
-        ALIGN,
+      matmulWorkBytes(this.#matmulConfig, Math.max(T, D)) / ALIGN,
     ) * ALIGN;
     const bytes = mmBytes + 4 * T * T;
     const work = this.#workspace(bytes);
