@@ -3,8 +3,9 @@
  * matter: 512³, 256×512×1536 and every f32 matmul shape of a `ref-4m`
  * training step (batch 16 × seq 128: each linear's forward at λ < 1 and its
  * dX and dW, the LM head's forward, dX and dW), plus the f32 matvec. Prints
- * GFLOP/s and the fraction of the FMA peak measured in the same run, with the
- * blocking training uses here (`tunedMatmulConfig`: tuned on first use).
+ * GFLOP/s and the fraction of the FMA peak, the probe sampled beside each
+ * shape in every round (see {@link run}), with the blocking training uses
+ * here (`tunedMatmulConfig`: tuned on first use).
  *
  * Run: `deno run -A bench/matmul_bench.ts`.
  *
@@ -16,11 +17,8 @@ import type { BenchResult } from "./result.ts";
 
 export type { BenchResult };
 import { PRESETS } from "../src/common/presets.ts";
-import {
-  measurePeakGflops,
-  medianSeconds,
-  printResults,
-} from "./peak_bench.ts";
+import { FLOPS_PER_ITER, medianSeconds, printResults } from "./peak_bench.ts";
+import { median } from "./result.ts";
 
 interface Shape {
   readonly name: string;
@@ -76,22 +74,48 @@ const SHAPES: readonly Shape[] = [
   ...trainingStepShapes(),
 ];
 
-/** Runs the matmul and matvec benchmarks (GFLOP/s, fraction of peak). */
+/** Rounds of the interleaved measurement (`MATMUL_BENCH_ROUNDS` overrides). */
+const ROUNDS = Number(Deno.env.get("MATMUL_BENCH_ROUNDS") ?? 15);
+
+/** Seconds of one call of `fn`, repeated until at least `minMs` have passed. */
+function sampleSeconds(fn: () => void, minMs: number): number {
+  let calls = 0;
+  const t0 = performance.now();
+  do {
+    fn();
+    calls++;
+  } while (performance.now() - t0 < minMs);
+  return (performance.now() - t0) / calls / 1000;
+}
+
+/**
+ * Runs the matmul and matvec benchmarks (GFLOP/s, fraction of peak).
+ *
+ * The machines we run on are shared VMs whose speed moves by up to ±40% over
+ * seconds, and load-heavy code (a matmul) suffers more from that than the
+ * register-only FMA probe. So every shape is sampled in `ROUNDS` rounds spread
+ * over the run, each sample right after a sample of the probe: `_vs_peak` is
+ * the best rate over the best probe rate (what the kernel reaches when the
+ * machine is not disturbed), `_vs_peak_median` the median over rounds of the
+ * ratio to the probe sampled just before it.
+ */
 export async function run(): Promise<BenchResult[]> {
   const kernels = await WasmKernels.create();
   // The blocking training uses on this machine (tuned once, cached in .cache/).
   kernels.matmulConfig = tunedMatmulConfig(kernels);
   const { tile, mc, kc, nc } = kernels.matmulConfig;
   console.error(`matmul blocking: tile ${tile}, mc ${mc}, kc ${kc}, nc ${nc}`);
-  const peak = measurePeakGflops(kernels);
-  const results: BenchResult[] = [];
-  for (const s of SHAPES) {
+  const PROBE_ITERS = 50_000;
+  const probeRate = () =>
+    (PROBE_ITERS * FLOPS_PER_ITER) /
+    sampleSeconds(() => kernels.fmaProbe(PROBE_ITERS), 5) / 1e9;
+  const cases = SHAPES.map((s) => {
     const a = kernels.alloc(4 * s.m * s.k);
     const b = kernels.alloc(4 * s.k * s.n);
     const c = kernels.alloc(4 * s.m * s.n);
     kernels.f32(a, s.m * s.k).fill(0.5);
     kernels.f32(b, s.k * s.n).fill(0.25);
-    const sec = medianSeconds(() =>
+    const call = () =>
       kernels.matmul({
         a,
         b,
@@ -101,14 +125,41 @@ export async function run(): Promise<BenchResult[]> {
         k: s.k,
         transA: s.transA,
         transB: s.transB,
-      })
-    );
-    const gflops = (2 * s.m * s.n * s.k) / sec / 1e9;
+      });
+    call(); // first call: compilation tier-up and first-touch memory
+    return {
+      s,
+      call,
+      ptrs: [a, b, c],
+      rates: [] as number[],
+      ratios: [] as number[],
+    };
+  });
+  let bestPeak = 0;
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const x of cases) {
+      const peak = probeRate();
+      bestPeak = Math.max(bestPeak, peak);
+      const rate = (2 * x.s.m * x.s.n * x.s.k) / sampleSeconds(x.call, 5) / 1e9;
+      x.rates.push(rate);
+      x.ratios.push(rate / peak);
+    }
+  }
+  const results: BenchResult[] = [
+    { name: "matmul_bench_fma_peak", value: bestPeak, unit: "GFLOP/s" },
+  ];
+  for (const x of cases) {
+    const best = Math.max(...x.rates);
     results.push(
-      { name: s.name, value: gflops, unit: "GFLOP/s" },
-      { name: `${s.name}_vs_peak`, value: gflops / peak, unit: "ratio" },
+      { name: x.s.name, value: best, unit: "GFLOP/s" },
+      { name: `${x.s.name}_vs_peak`, value: best / bestPeak, unit: "ratio" },
+      {
+        name: `${x.s.name}_vs_peak_median`,
+        value: median(x.ratios),
+        unit: "ratio",
+      },
     );
-    for (const p of [a, b, c]) kernels.free(p);
+    for (const p of x.ptrs) kernels.free(p);
   }
   const n = 5632, k = 2048;
   const w = kernels.alloc(4 * n * k), x = kernels.alloc(4 * k);

@@ -49,7 +49,7 @@ export function medianSeconds(
 }
 
 /** Flops of one `fmaProbe` iteration: 12 chains × 4 lanes × 2. */
-const FLOPS_PER_ITER = 96;
+export const FLOPS_PER_ITER = 96;
 
 /** Measured peak GFLOP/s of one thread for the kernels' active variant. */
 export function measurePeakGflops(kernels: WasmKernels): number {

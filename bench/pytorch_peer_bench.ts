@@ -2,10 +2,13 @@
  * Training throughput of `ref-4m` (batch 16 × seq 128) here and in the
  * PyTorch reference (`../shared/peers/bitnet_ref.py --bench`), measured in one
  * run, like for like: both on one thread (ours `threads: 1`, the peer with
- * `OPENBLAS_NUM_THREADS=1`), then both on every core (ours with the matmul
- * thread pool, the peer with OpenBLAS free). Skips the peer, saying
- * so, when `/usr/bin/python3` has no torch (`apt-get install python3-torch
- * libopenblas0-pthread`). `PEER` overrides the script's path.
+ * `--threads 1` and `OPENBLAS_NUM_THREADS=1`), then both on every core (ours
+ * with the worker pool, the peer with `--threads N` and OpenBLAS's N), the two
+ * alternating over rounds (see {@link run}). Ours times forward and backward;
+ * the peer's step also runs AdamW and gradient clipping (~1–2% of our step).
+ * Skips the peer, saying so, when `/usr/bin/python3` has no torch (`apt-get
+ * install python3-torch libopenblas0-pthread`). `PEER` overrides the
+ * script's path.
  *
  * Run: `deno run -A bench/pytorch_peer_bench.ts`.
  *
@@ -16,18 +19,22 @@ import { ComputeBackend } from "../src/backend/service.ts";
 import { preset } from "../src/common/presets.ts";
 import { defaultSettings, measureStepSeconds } from "../src/train/trainer.ts";
 import { printResults } from "./peak_bench.ts";
-import type { BenchResult } from "./result.ts";
+import { type BenchResult, median } from "./result.ts";
 
 const PEER = Deno.env.get("PEER") ??
   new URL("../../shared/peers/bitnet_ref.py", import.meta.url).pathname;
 
+/** Rounds of the alternating measurement (`PYTORCH_BENCH_ROUNDS` overrides). */
+const ROUNDS = Number(Deno.env.get("PYTORCH_BENCH_ROUNDS") ?? 3);
+
 async function peerTokensPerSecond(
-  threads: "1" | "all",
+  threads: number,
 ): Promise<number | undefined> {
-  const env: Record<string, string> = {};
-  if (threads === "1") env.OPENBLAS_NUM_THREADS = "1";
+  // The reference sets torch's intra-op threads from --threads (default 1);
+  // OpenBLAS reads its own variable.
+  const env = { OPENBLAS_NUM_THREADS: String(threads) };
   const out = await new Deno.Command("/usr/bin/python3", {
-    args: [PEER, "--bench", "--steps", "6"],
+    args: [PEER, "--bench", "--steps", "6", "--threads", String(threads)],
     env,
     stdout: "piped",
     stderr: "piped",
@@ -64,41 +71,59 @@ async function oursTokensPerSecond(threads?: number): Promise<number> {
 
 /**
  * Ours and the peer's training tokens/s on ref-4m, one thread each and all
- * cores each, measured in that order (ours, peer, ours, peer), and the
- * like-for-like ratios.
+ * cores each. The machine's speed drifts by tens of percent over a minute, so
+ * the two alternate over `ROUNDS` rounds (ours first in even rounds, the peer
+ * first in odd ones); each figure is the median over the rounds and the ratio
+ * the median of the rounds' ratios.
  */
 export async function run(): Promise<BenchResult[]> {
   const results: BenchResult[] = [];
-  const pair = (
-    label: string,
-    ours: number,
-    peer: number | undefined,
-  ) => {
+  const cores = navigator.hardwareConcurrency;
+  const settings = [
+    { label: "1thread", ours: 1 as number | undefined, peer: 1 },
+    { label: `all_${cores}cores`, ours: undefined, peer: cores },
+  ];
+  for (const set of settings) {
+    const ours: number[] = [], peer: number[] = [], ratios: number[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      let o: number, p: number | undefined;
+      if (r % 2 === 0) {
+        o = await oursTokensPerSecond(set.ours);
+        p = await peerTokensPerSecond(set.peer);
+      } else {
+        p = await peerTokensPerSecond(set.peer);
+        o = await oursTokensPerSecond(set.ours);
+      }
+      ours.push(o);
+      if (p !== undefined) {
+        peer.push(p);
+        ratios.push(o / p);
+      }
+      console.error(
+        `pytorch bench ${set.label} round ${r + 1}/${ROUNDS}: ours ${
+          o.toFixed(0)
+        } tokens/s, pytorch ${p?.toFixed(0) ?? "skipped"}`,
+      );
+    }
     results.push({
-      name: `train_ref4m_tokens_per_s_ours_${label}`,
-      value: ours,
+      name: `train_ref4m_tokens_per_s_ours_${set.label}`,
+      value: median(ours),
       unit: "tokens/s",
     });
-    if (peer === undefined) return;
+    if (peer.length === 0) continue;
     results.push(
       {
-        name: `train_ref4m_tokens_per_s_pytorch_${label}`,
-        value: peer,
+        name: `train_ref4m_tokens_per_s_pytorch_${set.label}`,
+        value: median(peer),
         unit: "tokens/s",
       },
       {
-        name: `train_ref4m_ours_vs_pytorch_${label}`,
-        value: ours / peer,
+        name: `train_ref4m_ours_vs_pytorch_${set.label}`,
+        value: median(ratios),
         unit: "ratio",
       },
     );
-  };
-  pair("1thread", await oursTokensPerSecond(1), await peerTokensPerSecond("1"));
-  pair(
-    `all_${navigator.hardwareConcurrency}cores`,
-    await oursTokensPerSecond(),
-    await peerTokensPerSecond("all"),
-  );
+  }
   return results;
 }
 
