@@ -2,9 +2,9 @@
  * Training throughput of `ref-4m` (batch 16 × seq 128) here and in the
  * PyTorch reference (`../shared/peers/bitnet_ref.py --bench`), measured in one
  * run, like for like: both on one thread (ours `threads: 1`, the peer with
- * `--threads 1` and `OPENBLAS_NUM_THREADS=1`), then both on every core (ours
- * with the worker pool, the peer with `--threads N` and OpenBLAS's N), the two
- * alternating over rounds (see {@link run}). Ours times forward and backward;
+ * `OPENBLAS_NUM_THREADS=1`), then both on every core (ours with the worker
+ * pool, the peer in its fastest setting, OpenBLAS free), the two alternating
+ * over rounds (see {@link run}). Ours times forward and backward;
  * the peer's step also runs AdamW and gradient clipping (~1–2% of our step).
  * Skips the peer, saying so, when `/usr/bin/python3` has no torch (`apt-get
  * install python3-torch libopenblas0-pthread`). `PEER` overrides the
@@ -27,14 +27,21 @@ const PEER = Deno.env.get("PEER") ??
 /** Rounds of the alternating measurement (`PYTORCH_BENCH_ROUNDS` overrides). */
 const ROUNDS = Number(Deno.env.get("PYTORCH_BENCH_ROUNDS") ?? 3);
 
+/**
+ * The peer's tokens/s on one thread (torch's intra-op threads 1, OpenBLAS 1)
+ * or on every core. For every core it keeps torch's intra-op threads at 1 and
+ * lets OpenBLAS use the cores: its fastest setting on our 2-vCPU machines
+ * (measured 2026-12-03, tokens/s: OpenBLAS free 1,425–1,518; `--threads 2`
+ * with OpenBLAS 1 1,354–1,377; both at 2 992–1,005, oversubscribed; one
+ * thread 1,122–1,174).
+ */
 async function peerTokensPerSecond(
-  threads: number,
+  threads: "1" | "all",
 ): Promise<number | undefined> {
-  // The reference sets torch's intra-op threads from --threads (default 1);
-  // OpenBLAS reads its own variable.
-  const env = { OPENBLAS_NUM_THREADS: String(threads) };
+  const env: Record<string, string> = {};
+  if (threads === "1") env.OPENBLAS_NUM_THREADS = "1";
   const out = await new Deno.Command("/usr/bin/python3", {
-    args: [PEER, "--bench", "--steps", "6", "--threads", String(threads)],
+    args: [PEER, "--bench", "--steps", "6"],
     env,
     stdout: "piped",
     stderr: "piped",
@@ -80,8 +87,8 @@ export async function run(): Promise<BenchResult[]> {
   const results: BenchResult[] = [];
   const cores = navigator.hardwareConcurrency;
   const settings = [
-    { label: "1thread", ours: 1 as number | undefined, peer: 1 },
-    { label: `all_${cores}cores`, ours: undefined, peer: cores },
+    { label: "1thread", ours: 1 as number | undefined, peer: "1" as const },
+    { label: `all_${cores}cores`, ours: undefined, peer: "all" as const },
   ];
   for (const set of settings) {
     const ours: number[] = [], peer: number[] = [], ratios: number[] = [];
