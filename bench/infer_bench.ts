@@ -22,6 +22,7 @@
 import process from "node:process";
 import { Effect } from "effect";
 import { CpuBackend } from "../src/backend/cpu/cpu_backend.ts";
+import { tunedMatmulConfig } from "../src/backend/cpu/matmul_tuning.ts";
 import { WasmKernels } from "../src/backend/wasm/wasm_kernels.ts";
 import { type OneBitLlmConfig, resolveBitMap } from "../src/common/config.ts";
 import { PRESETS } from "../src/common/presets.ts";
@@ -105,6 +106,8 @@ async function scoring(): Promise<BenchResult[]> {
   const batch = 16, seqLen = 128, n = batch * seqLen;
   const backend = await CpuBackend.create({ threads });
   const kernels = await WasmKernels.create({ sharedMemory: true, threads });
+  // The blocking training and the CLI's runtime use (`runtimeKernels`).
+  kernels.matmulConfig = tunedMatmulConfig(kernels);
   const settings = defaultSettings(config, 1000, { batch, seqLen });
   const rng = new Rng(2);
   const tokens = Int32Array.from(
