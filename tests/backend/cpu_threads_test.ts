@@ -11,6 +11,10 @@ import {
   ternaryPaddedCols,
   WasmKernels,
 } from "../../src/backend/wasm/wasm_kernels.ts";
+import {
+  chunkRows,
+  MATMUL_MIN_CHUNK_ROWS,
+} from "../../src/backend/wasm/matmul_pool.ts";
 import { ComputeBackend } from "../../src/backend/service.ts";
 import { PRESETS } from "../../src/common/presets.ts";
 import {
@@ -191,4 +195,29 @@ Deno.test("the cpu layer's workers stop when its scope closes", async () => {
 Deno.test("threads: a count out of range is a RangeError naming the option", async () => {
   await assert.rejects(() => WasmKernels.create({ threads: 0 }), /threads:/);
   await assert.rejects(() => WasmKernels.create({ threads: 1.5 }), /threads:/);
+});
+
+Deno.test("chunkRows: whole tiles, ≤ 255 chunks, every thread a chunk, at least minRows when m allows", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 20_000 }),
+      fc.integer({ min: 1, max: 8 }),
+      fc.integer({ min: 1, max: 16 }),
+      fc.constantFrom(0, MATMUL_MIN_CHUNK_ROWS),
+      (m, mr, threads, minRows) => {
+        const chunk = chunkRows(m, mr, threads, minRows);
+        const chunks = Math.ceil(m / chunk);
+        assert.equal(chunk % mr, 0);
+        assert.ok(chunks <= 255, `${chunks} chunks`);
+        // Every thread gets a chunk while there are tiles enough for all.
+        if (m >= threads * mr * 256) assert.ok(chunks >= threads);
+        if (m / threads >= minRows + mr && m <= 255 * minRows) {
+          assert.ok(chunk >= minRows, `chunk ${chunk} < ${minRows}`);
+        }
+      },
+    ),
+  );
+  // The short dW product of a linear: two chunks of 128 rows on 2 threads.
+  assert.equal(chunkRows(256, 8, 2, MATMUL_MIN_CHUNK_ROWS), 128);
+  assert.equal(chunkRows(256, 8, 2), 32);
 });
