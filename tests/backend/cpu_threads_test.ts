@@ -1,6 +1,6 @@
 /**
- * The kernels' thread pool: f32 and ternary products and whole training runs
- * are bit-identical for 1, 2 and 3 threads, and the workers stop with `close` (the test
+ * The kernels' thread pool: f32 and ternary products, training's attention and
+ * whole training runs are bit-identical for 1, 2 and 3 threads, and the workers stop with `close` (the test
  * sanitizers would report a leaked worker).
  */
 import { strict as assert } from "node:assert";
@@ -132,6 +132,78 @@ Deno.test("ternaryMatmul on 1, 2 and 3 threads: bit-identical", async () => {
       ),
       // The first example is large enough to be split (tokens·n·kpad ≥ 16M).
       { numRuns: 25, examples: [[{ tokens: 300, n: 200, k: 600, seed: 1 }]] },
+    );
+  } finally {
+    for (const K of pools) K.close();
+  }
+});
+
+Deno.test("causal attention forward and backward on 1, 2 and 3 threads: bit-identical", async () => {
+  const pools = await Promise.all(
+    [1, 2, 3].map((threads) => WasmKernels.create({ threads })),
+  );
+  try {
+    fc.assert(
+      fc.property(
+        fc.record({
+          batch: fc.integer({ min: 1, max: 4 }),
+          T: fc.integer({ min: 1, max: 100 }),
+          kvHeads: fc.integer({ min: 1, max: 3 }),
+          group: fc.integer({ min: 1, max: 3 }),
+          headDim: fc.integer({ min: 1, max: 40 }),
+          seed: fc.integer(),
+        }),
+        ({ batch, T, kvHeads, group, headDim, seed }) => {
+          const heads = kvHeads * group;
+          const nq = batch * T * heads * headDim;
+          const nk = batch * T * kvHeads * headDim;
+          const r = rng(seed);
+          const data = [nq, nk, nk, nq, nq, nk, nk].map((n) =>
+            Float32Array.from({ length: n }, r)
+          );
+          const outs = pools.map((K) => {
+            const [q, k, v, dout, dq, dk, dv] = data.map((d) => {
+              const p = K.alloc(4 * d.length);
+              K.f32(p, d.length).set(d);
+              return p;
+            });
+            const out = K.alloc(4 * nq);
+            const probs = K.alloc(4 * batch * heads * T * T);
+            const shape = { batch, T, heads, kvHeads, headDim };
+            K.causalAttention({ q, k, v, out, probs, ...shape });
+            K.causalAttentionBackward({
+              out: dout,
+              q,
+              k,
+              v,
+              probs,
+              dq,
+              dk,
+              dv,
+              ...shape,
+            });
+            const got = [[out, nq], [dq, nq], [dk, nk], [dv, nk]].map((
+              [p, n],
+            ) => K.f32(p, n).slice());
+            for (const p of [q, k, v, dout, dq, dk, dv, out, probs]) K.free(p);
+            return got;
+          });
+          assert.deepEqual(outs[1], outs[0]);
+          assert.deepEqual(outs[2], outs[0]);
+        },
+      ),
+      // The first example is split across the threads (several units, enough work).
+      {
+        numRuns: 25,
+        examples: [[{
+          batch: 3,
+          T: 70,
+          kvHeads: 2,
+          group: 2,
+          headDim: 24,
+          seed: 1,
+        }]],
+      },
     );
   } finally {
     for (const K of pools) K.close();

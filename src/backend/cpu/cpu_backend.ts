@@ -2,10 +2,10 @@
  * The CPU {@link Backend}: tensors live in the WebAssembly kernels' memory and
  * every kernel runs there — matmuls on packed panels (on a pool of threads
  * with the `threads` option, the rest single-threaded),
- * attention as strided matmuls per (sequence, head), and the element-wise and
- * per-row work (norms, RoPE, activations, softmax cross-entropy, quantizers,
- * AdamW) as SIMD passes over the tensors in place. Nothing allocates per call
- * but the attention backward's `[T, T]` scratch (and RoPE's cached tables).
+ * attention as strided matmuls per (sequence, head) (split across the threads
+ * too), and the element-wise and per-row work (norms, RoPE, activations,
+ * softmax cross-entropy, quantizers, AdamW) as SIMD passes over the tensors in
+ * place. Nothing allocates per call but RoPE's cached tables.
  *
  * Zeros are written lazily: {@link CpuBackend.zeros} only marks a tensor, and
  * the zeros are stored when something reads it (a kernel input, an
@@ -61,11 +61,7 @@ import {
   type WasmVariant,
 } from "../wasm/wasm_kernels.ts";
 import { tunedMatmulConfig } from "./matmul_tuning.ts";
-import {
-  attentionBackward,
-  attentionForward,
-  RopeTableCache,
-} from "./cpu_attention.ts";
+import { RopeTableCache } from "./rope_tables.ts";
 
 /** A tensor of the CPU backend: a block of the WASM memory and a view of it. */
 export interface CpuTensor extends Tensor {
@@ -796,13 +792,18 @@ export class CpuBackend implements Backend {
       shape;
     const nq = B * T * H * D, nk = B * T * Hkv * D;
     const pq = rd("q", q, nq), pk = rd("k", k, nk), pv = rd("v", v, nk);
-    attentionForward(this.kernels, {
+    this.kernels.causalAttention({
       q: pq,
       k: pk,
       v: pv,
       out: wr("out", out, nq),
       probs: wr("probs", probs, B * H * T * T),
-    }, shape);
+      batch: B,
+      T,
+      heads: H,
+      kvHeads: Hkv,
+      headDim: D,
+    });
   }
 
   attentionBackward(
@@ -820,8 +821,8 @@ export class CpuBackend implements Backend {
     const { batch: B, seqLen: T, numHeads: H, numKvHeads: Hkv, headDim: D } =
       shape;
     const nq = B * T * H * D, nk = B * T * Hkv * D;
-    attentionBackward(this.kernels, {
-      dout: rd("dout", dout, nq),
+    this.kernels.causalAttentionBackward({
+      out: rd("dout", dout, nq),
       q: rd("q", q, nq),
       k: rd("k", k, nk),
       v: rd("v", v, nk),
@@ -829,7 +830,12 @@ export class CpuBackend implements Backend {
       dq: rd("dq", dq, nq),
       dk: rd("dk", dk, nk),
       dv: rd("dv", dv, nk),
-    }, shape);
+      batch: B,
+      T,
+      heads: H,
+      kvHeads: Hkv,
+      headDim: D,
+    });
   }
 
   activation(kind: Activation, x: Tensor, out: Tensor): void {

@@ -4,8 +4,9 @@
  * `WebAssembly.Memory`. Jobs: the f32 matmul (rows of C split), the int8 ×
  * ternary and int8 × int8 matmuls (tokens split), and the row jobs of the
  * forward pass — quantization, RMSNorm, element-wise activations, the
- * scoring loss (rows split) and whole-sequence attention ((sequence, head)
- * pairs split).
+ * scoring loss (rows split), whole-sequence attention ((sequence, head)
+ * pairs split) and training's attention forward and backward ((sequence,
+ * head) and (sequence, KV head) units).
  *
  * Protocol, over a control block of i32 words in that memory ({@link JOB}):
  * the caller writes a job (the matmul's arguments, tile and row chunk), zeroes
@@ -28,6 +29,12 @@
  *
  * @module
  */
+
+import {
+  attentionBackwardUnit,
+  attentionForwardUnit,
+  type AttentionJob,
+} from "./train_attention.ts";
 
 /** One `matmul_<mr>x<nr>` export of the kernel module. */
 export type MatmulExport = (
@@ -150,6 +157,17 @@ export const OP_NLL = 8;
  * kc, nc, mr, nr (its workspace at the thread's workspace).
  */
 export const OP_ATTEND = 9;
+/**
+ * Op codes of training's causal attention, forward (units: (sequence, query
+ * head)) and backward (units: (sequence, KV head)), see
+ * `train_attention.ts`. Args: q, k, v, out (the backward: its gradient),
+ * probs, dq, dk, dv, T, heads, KV heads, head dim, scale (f32 bits), the
+ * matmul's mc, kc, nc, mr, nr, and the byte offset of the backward's `[T, T]`
+ * scratch in the thread's workspace (the matmul's workspace before it).
+ */
+export const OP_ATTENTION_FWD = 12;
+/** See {@link OP_ATTENTION_FWD}. */
+export const OP_ATTENTION_BWD = 13;
 /**
  * Op code of an elementwise kernel (elements split). Args: which
  * ({@link MAP_KERNELS}), a, b, out.
@@ -287,6 +305,10 @@ function kernelName(ctrl: Int32Array): string {
       return "softmax_row (scoring loss)";
     case OP_ATTEND:
       return "attention";
+    case OP_ATTENTION_FWD:
+      return "attention forward";
+    case OP_ATTENTION_BWD:
+      return "attention backward";
     case OP_MAP:
       return MAP_KERNELS[ctrl[JOB.args]];
     case OP_MATMUL_COLS:
@@ -408,6 +430,15 @@ export function runShare(
     case OP_ATTEND:
       for (let u = i0; u < i0 + rows; u++) attendUnit(exports, ctrl, u, work);
       return;
+    case OP_ATTENTION_FWD:
+    case OP_ATTENTION_BWD: {
+      const job = attentionJob(ctrl);
+      const unit = op === OP_ATTENTION_FWD
+        ? attentionForwardUnit
+        : attentionBackwardUnit;
+      for (let u = i0; u < i0 + rows; u++) unit(exports, job, u, work);
+      return;
+    }
     case OP_MATMUL_COLS: {
       // Column j of op(B) starts at j·ldb when B is stored N×K, else at j.
       const flags = ctrl[JOB.flags], ldb = ctrl[JOB.ldb];
@@ -457,6 +488,31 @@ export function runShare(
     ctrl[JOB.kc],
     ctrl[JOB.nc],
   );
+}
+
+/** The {@link OP_ATTENTION_FWD} / {@link OP_ATTENTION_BWD} job in `ctrl`'s arguments. */
+function attentionJob(ctrl: Int32Array): AttentionJob {
+  const arg = (i: number) => ctrl[JOB.args + i] >>> 0;
+  return {
+    q: arg(0),
+    k: arg(1),
+    v: arg(2),
+    out: arg(3),
+    probs: arg(4),
+    dq: arg(5),
+    dk: arg(6),
+    dv: arg(7),
+    T: arg(8),
+    H: arg(9),
+    Hkv: arg(10),
+    D: arg(11),
+    scale: f32Bits(ctrl[JOB.args + 12]),
+    mc: arg(13),
+    kc: arg(14),
+    nc: arg(15),
+    matmul: `matmul_${arg(16)}x${arg(17)}`,
+    scratch: arg(18),
+  };
 }
 
 /** The f32 whose bits are `bits`. */

@@ -29,6 +29,8 @@ import {
   MatmulPool,
   OP_ACT_QUANT,
   OP_ATTEND,
+  OP_ATTENTION_BWD,
+  OP_ATTENTION_FWD,
   OP_INT8,
   OP_MAP,
   OP_MATMUL,
@@ -521,6 +523,47 @@ export interface AttendRowsArgs {
   readonly seqBytes?: number;
   /** Multiplier of the scores before the softmax (1/√D). */
   readonly scale: number;
+}
+
+/**
+ * Arguments of {@link WasmKernels.causalAttention}: training's attention over
+ * `[batch, T, heads·headDim]` tensors; pointers are byte offsets.
+ */
+export interface CausalAttentionArgs {
+  /** Queries `[batch, T, heads·headDim]`. */
+  readonly q: number;
+  /** Keys `[batch, T, kvHeads·headDim]`. */
+  readonly k: number;
+  /** Values, as the keys. */
+  readonly v: number;
+  /** Output, as the queries. */
+  readonly out: number;
+  /** Probabilities `[batch, heads, T, T]` (written; zero past the diagonal). */
+  readonly probs: number;
+  /** Sequences. */
+  readonly batch: number;
+  /** Tokens per sequence. */
+  readonly T: number;
+  /** Query heads. */
+  readonly heads: number;
+  /** Key/value heads (dividing `heads`). */
+  readonly kvHeads: number;
+  /** Head width. */
+  readonly headDim: number;
+}
+
+/**
+ * Arguments of {@link WasmKernels.causalAttentionBackward}: the forward's
+ * tensors with `out` as the output's gradient, and the gradients of the
+ * queries, keys and values (added into).
+ */
+export interface CausalAttentionGradArgs extends CausalAttentionArgs {
+  /** Gradient of the queries (accumulated). */
+  readonly dq: number;
+  /** Gradient of the keys (accumulated). */
+  readonly dk: number;
+  /** Gradient of the values (accumulated). */
+  readonly dv: number;
 }
 
 /** Arguments of {@link WasmKernels.ternaryMatmul}; pointers are byte offsets. */
@@ -1569,6 +1612,103 @@ export class WasmKernels {
           nc,
           mr,
           nr,
+        ],
+        units,
+        1,
+      ),
+      work,
+    );
+  }
+
+  /**
+   * Training's causal attention forward: per (sequence, head) the scores in
+   * causal blocks of 32 query rows, the causal softmax scaled by 1/√D into
+   * `probs`, and `out = P·V` (see `train_attention.ts`); the pairs are split
+   * across the threads, with the same bits for any count.
+   */
+  causalAttention(args: CausalAttentionArgs): void {
+    this.#causalAttention(OP_ATTENTION_FWD, args, 0, 0, 0);
+  }
+
+  /**
+   * The backward of {@link causalAttention} (`args.out` holding the output's
+   * gradient): dQ, dK, dV added into, per (sequence, KV head) with its
+   * group's heads in order; the units are split across the threads, with the
+   * same bits for any count.
+   */
+  causalAttentionBackward(args: CausalAttentionGradArgs): void {
+    this.#causalAttention(OP_ATTENTION_BWD, args, args.dq, args.dk, args.dv);
+  }
+
+  #causalAttention(
+    op: typeof OP_ATTENTION_FWD | typeof OP_ATTENTION_BWD,
+    args: CausalAttentionArgs,
+    dq: number,
+    dk: number,
+    dv: number,
+  ): void {
+    const { batch: B, T, heads: H, kvHeads: Hkv, headDim: D } = args;
+    for (
+      const [name, n] of [
+        ["batch", B],
+        ["T", T],
+        ["heads", H],
+        ["kvHeads", Hkv],
+        ["headDim", D],
+      ] as const
+    ) checkCount(n, name);
+    if (Hkv === 0 || H % Hkv !== 0) {
+      throw new RangeError(`kvHeads: ${Hkv} does not divide heads ${H}`);
+    }
+    const nq = 4 * B * T * H * D, nk = 4 * B * T * Hkv * D;
+    const backward = op === OP_ATTENTION_BWD;
+    for (
+      const [name, ptr, bytes] of [
+        ["q", args.q, nq],
+        ["k", args.k, nk],
+        ["v", args.v, nk],
+        [backward ? "dout" : "out", args.out, nq],
+        ["probs", args.probs, 4 * B * H * T * T],
+        ...(backward
+          ? [["dq", dq, nq], ["dk", dk, nk], ["dv", dv, nk]] as const
+          : []),
+      ] as const
+    ) this.#checkRange(ptr, bytes, name, 4);
+    if (B === 0 || T === 0 || H === 0 || D === 0) return;
+    const { mc, kc, nc } = this.#matmulConfig;
+    const { mr, nr } = tileShape(this.#matmulConfig.tile);
+    const mmBytes = Math.ceil(
+      matmulWorkBytes(this.#matmulConfig, Math.max(T, D)) / ALIGN,
+    ) * ALIGN;
+    const bytes = mmBytes + (backward ? 4 * T * T : 0);
+    const work = this.#workspace(bytes);
+    const units = B * (backward ? Hkv : H);
+    const pool = this.#poolFor(units, B * H * T * T * D);
+    if (pool !== undefined) this.#poolWorkspaces(pool, bytes);
+    this.#dispatch(
+      pool,
+      op,
+      rowArgs(
+        [
+          args.q,
+          args.k,
+          args.v,
+          args.out,
+          args.probs,
+          dq,
+          dk,
+          dv,
+          T,
+          H,
+          Hkv,
+          D,
+          new Int32Array(Float32Array.of(1 / Math.sqrt(D)).buffer)[0],
+          mc,
+          kc,
+          nc,
+          mr,
+          nr,
+          mmBytes,
         ],
         units,
         1,
