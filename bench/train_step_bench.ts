@@ -1,14 +1,16 @@
 /**
  * One training step of the `ref-4m` preset (batch 16 × seq 128, vocab 4096,
- * hidden 256, 4 layers, FFN 768) on the CPU backend, single-threaded: the
+ * hidden 256, 4 layers, FFN 768) on the CPU backend, on one thread (or `N`): the
  * step time and tokens/s of `Trainer.runStep` (forward, backward, AdamW,
  * λ = 1) — wall-clock median and best step, and the median CPU time of the
  * process, which other load on a shared machine disturbs less — then a second
  * pass through a timing proxy of the backend that splits a step into op
- * categories (matmuls by role, attention, loss, norms…), in CPU time.
+ * categories (matmuls by role, attention, loss, norms…), in CPU time on one
+ * thread and in wall time on several (CPU time would add the workers' time).
  *
- * Run: `deno run -A bench/train_step_bench.ts [--steps N]` (default 5 timed
- * steps after 2 warm-up steps; prints the breakdown table).
+ * Run: `deno run -A bench/train_step_bench.ts [--steps N] [--threads N]`
+ * (default 5 timed steps after 2 warm-up steps, one thread; prints the
+ * breakdown table).
  *
  * @module
  */
@@ -47,10 +49,16 @@ function matmulCategory(o: MatmulOptions, vocab: number): string {
 
 /**
  * A backend whose every method call is timed into `b` in CPU time of the
- * process (the CPU backend runs synchronously, so a call's CPU time is its
- * kernel's; CPU time is steadier than wall time on a shared machine).
+ * process (the CPU backend runs synchronously, so on one thread a call's CPU
+ * time is its kernel's, and steadier than wall time on a shared machine), or
+ * in wall time with `wall` (several threads).
  */
-function timed(inner: Backend, b: Breakdown, vocab: number): Backend {
+function timed(
+  inner: Backend,
+  b: Breakdown,
+  vocab: number,
+  wall: boolean,
+): Backend {
   const add = (cat: string, ms: number) => {
     b.ms.set(cat, (b.ms.get(cat) ?? 0) + ms);
     b.calls.set(cat, (b.calls.get(cat) ?? 0) + 1);
@@ -61,15 +69,15 @@ function timed(inner: Backend, b: Breakdown, vocab: number): Backend {
       if (typeof v !== "function") return v;
       return (...args: unknown[]) => {
         if (!b.on) return v.apply(target, args);
-        const c0 = process.cpuUsage();
+        const w0 = performance.now(), c0 = process.cpuUsage();
         const r = v.apply(target, args);
-        const c = process.cpuUsage(c0);
+        const c = process.cpuUsage(c0), w = performance.now() - w0;
         const cat = prop === "matmul"
           ? matmulCategory(args[3] as MatmulOptions, vocab)
           : prop === "activation" || prop === "activationBackward"
           ? `${String(prop)} ${args[0]}`
           : String(prop);
-        add(cat, (c.user + c.system) / 1000);
+        add(cat, wall ? w : (c.user + c.system) / 1000);
         return r;
       };
     },
@@ -107,14 +115,29 @@ export interface TrainStepMeasurement {
 }
 
 /**
- * Times `steps` training steps of `ref-4m` (after 2 warm-up steps), then
- * profiles 2 steps of a fresh model (after 1 unprofiled step).
+ * Times `steps` training steps of `ref-4m` (after 2 warm-up steps) on
+ * `threads` threads, then profiles 2 steps of a fresh model (after 1
+ * unprofiled step).
  */
 export async function measureTrainStep(
   steps = 5,
+  threads = 1,
 ): Promise<TrainStepMeasurement> {
   const config = PRESETS[PRESET];
-  const backend = await CpuBackend.create();
+  const backend = await CpuBackend.create({ threads });
+  try {
+    return await measureOn(backend, config, steps, threads > 1);
+  } finally {
+    backend.close();
+  }
+}
+
+async function measureOn(
+  backend: CpuBackend,
+  config: (typeof PRESETS)[typeof PRESET],
+  steps: number,
+  wallCategories: boolean,
+): Promise<TrainStepMeasurement> {
   const settings = defaultSettings(config, 1000, { evalEvery: 0 });
   const tokens = randomTokens(200_000, config.vocab_size);
   const profile: Breakdown = { on: false, ms: new Map(), calls: new Map() };
@@ -142,7 +165,10 @@ export async function measureTrainStep(
   await run(backend, warmup + steps);
   const wall = times.slice(warmup), cpuSec = cpuTimes.slice(warmup);
   // Profiling costs a little per call, so it runs apart from the timed steps.
-  await run(timed(backend, profile, config.vocab_size), 1 + profiled);
+  await run(
+    timed(backend, profile, config.vocab_size, wallCategories),
+    1 + profiled,
+  );
   const perStepMs = [...profile.ms.entries()]
     .map(([category, ms]) => ({
       category,
@@ -194,12 +220,16 @@ export async function run(): Promise<BenchResult[]> {
 }
 
 if (import.meta.main) {
-  const i = Deno.args.indexOf("--steps");
-  const steps = i >= 0 ? Number(Deno.args[i + 1]) : 5;
-  if (!(Number.isInteger(steps) && steps > 0)) {
-    throw new RangeError(`--steps must be a positive integer, got ${steps}`);
-  }
-  const m = await measureTrainStep(steps);
+  const flag = (name: string, fallback: number) => {
+    const i = Deno.args.indexOf(name);
+    const v = i >= 0 ? Number(Deno.args[i + 1]) : fallback;
+    if (!(Number.isInteger(v) && v > 0)) {
+      throw new RangeError(`${name} must be a positive integer, got ${v}`);
+    }
+    return v;
+  };
+  const steps = flag("--steps", 5), threads = flag("--threads", 1);
+  const m = await measureTrainStep(steps, threads);
   console.log(
     `${PRESET}: ${m.stepSeconds.toFixed(3)} s/step wall (median of ${steps}), ${
       (m.tokensPerStep / m.stepSeconds).toFixed(0)
@@ -211,9 +241,9 @@ if (import.meta.main) {
   );
   const total = m.perStepMs.reduce((a, c) => a + c.ms, 0);
   console.log(
-    `${"category".padEnd(24)} ${"cpu ms".padStart(9)} ${"%".padStart(6)} ${
-      "calls".padStart(6)
-    }`,
+    `${"category".padEnd(24)} ${
+      (threads > 1 ? "wall ms" : "cpu ms").padStart(9)
+    } ${"%".padStart(6)} ${"calls".padStart(6)}`,
   );
   for (const c of m.perStepMs) {
     console.log(
