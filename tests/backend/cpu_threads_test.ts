@@ -31,11 +31,20 @@ function rng(seed: number): () => number {
   };
 }
 
-Deno.test("matmul on 1, 2 and 3 threads: bit-identical on random shapes and layouts", async () => {
+/** Runs `body` on kernels with 1, 2 and 3 threads, closing them after. */
+async function onPools(body: (pools: WasmKernels[]) => void): Promise<void> {
   const pools = await Promise.all(
     [1, 2, 3].map((threads) => WasmKernels.create({ threads })),
   );
   try {
+    body(pools);
+  } finally {
+    for (const K of pools) K.close();
+  }
+}
+
+Deno.test("matmul on 1, 2 and 3 threads: bit-identical on random shapes and layouts", () =>
+  onPools((pools) => {
     assert.deepEqual(pools.map((k) => k.threads), [1, 2, 3]);
     fc.assert(
       fc.property(
@@ -72,16 +81,10 @@ Deno.test("matmul on 1, 2 and 3 threads: bit-identical on random shapes and layo
       ),
       { numRuns: 25 },
     );
-  } finally {
-    for (const K of pools) K.close();
-  }
-});
+  }));
 
-Deno.test("ternaryMatmul on 1, 2 and 3 threads: bit-identical", async () => {
-  const pools = await Promise.all(
-    [1, 2, 3].map((threads) => WasmKernels.create({ threads })),
-  );
-  try {
+Deno.test("ternaryMatmul on 1, 2 and 3 threads: bit-identical", () =>
+  onPools((pools) => {
     fc.assert(
       fc.property(
         fc.record({
@@ -133,16 +136,10 @@ Deno.test("ternaryMatmul on 1, 2 and 3 threads: bit-identical", async () => {
       // The first example is large enough to be split (tokens·n·kpad ≥ 16M).
       { numRuns: 25, examples: [[{ tokens: 300, n: 200, k: 600, seed: 1 }]] },
     );
-  } finally {
-    for (const K of pools) K.close();
-  }
-});
+  }));
 
-Deno.test("causal attention forward and backward on 1, 2 and 3 threads: bit-identical", async () => {
-  const pools = await Promise.all(
-    [1, 2, 3].map((threads) => WasmKernels.create({ threads })),
-  );
-  try {
+Deno.test("causal attention forward and backward on 1, 2 and 3 threads: bit-identical", () =>
+  onPools((pools) => {
     fc.assert(
       fc.property(
         fc.record({
@@ -205,10 +202,7 @@ Deno.test("causal attention forward and backward on 1, 2 and 3 threads: bit-iden
         }]],
       },
     );
-  } finally {
-    for (const K of pools) K.close();
-  }
-});
+  }));
 
 Deno.test("training on 1, 2 and 3 threads: the same losses bit for bit", async () => {
   const config = {

@@ -131,35 +131,72 @@ export function attentionForwardUnit(
   const qo = 4 * (b * T * qRow + h * D);
   const ko = 4 * (b * T * kRow + Math.floor(h / (H / Hkv)) * D);
   const pp = j.probs + 4 * u * T * T;
-  const rows = blocks(T);
-  for (const [t0, t1] of rows) {
+  scoreBlocks(ex, j, work, j.q + qo, j.k + ko, pp);
+  ex.softmax_causal(pp, T, T, j.scale);
+  for (const [t0, t1] of blocks(T)) {
+    mixBlock(ex, j, work, pp, j.v + ko, j.out + qo, t0, t1, false);
+  }
+}
+
+/**
+ * `S[t0:t1, :t1] = X[t0:t1] · Y[:t1]ᵀ` for every causal row block: X one
+ * head's `[T, D]` slice of a `[T, H·D]` tensor at `x`, Y a KV head's slice at
+ * `y`, S `[T, T]` at `s` (columns past t1 untouched).
+ */
+function scoreBlocks(
+  ex: AttentionExports,
+  j: AttentionJob,
+  work: number,
+  x: number,
+  y: number,
+  s: number,
+): void {
+  const { T, D } = j;
+  for (const [t0, t1] of blocks(T)) {
     matmul(ex, j, work, {
-      a: j.q + qo + 4 * t0 * qRow,
-      b: j.k + ko,
-      c: pp + 4 * t0 * T,
+      a: x + 4 * t0 * j.H * D,
+      b: y,
+      c: s + 4 * t0 * T,
       m: t1 - t0,
       n: t1,
       k: D,
       transB: true,
-      lda: qRow,
-      ldb: kRow,
+      lda: j.H * D,
+      ldb: j.Hkv * D,
       ldc: T,
     });
   }
-  ex.softmax_causal(pp, T, T, j.scale);
-  for (const [t0, t1] of rows) {
-    matmul(ex, j, work, {
-      a: pp + 4 * t0 * T,
-      b: j.v + ko,
-      c: j.out + qo + 4 * t0 * qRow,
-      m: t1 - t0,
-      n: D,
-      k: t1,
-      lda: T,
-      ldb: kRow,
-      ldc: qRow,
-    });
-  }
+}
+
+/**
+ * Rows `[t0, t1)` of `Z (+)= W[t0:t1, :t1] · Y[:t1]`: W `[T, T]` at `w`
+ * (probabilities or score gradients), Y a KV head's slice at `y`, Z a head's
+ * slice of a `[T, H·D]` tensor at `z`.
+ */
+function mixBlock(
+  ex: AttentionExports,
+  j: AttentionJob,
+  work: number,
+  w: number,
+  y: number,
+  z: number,
+  t0: number,
+  t1: number,
+  accumulate: boolean,
+): void {
+  const { T, D } = j;
+  matmul(ex, j, work, {
+    a: w + 4 * t0 * T,
+    b: y,
+    c: z + 4 * t0 * j.H * D,
+    m: t1 - t0,
+    n: D,
+    k: t1,
+    accumulate,
+    lda: T,
+    ldb: j.Hkv * D,
+    ldc: j.H * D,
+  });
 }
 
 /**
@@ -182,39 +219,14 @@ export function attentionBackwardUnit(
   const b = Math.floor(u / Hkv), g = u % Hkv;
   const ko = 4 * (b * T * kRow + g * D);
   const dp = work + j.scratch;
-  const rows = blocks(T);
   for (let h = g * group; h < (g + 1) * group; h++) {
     const qo = 4 * (b * T * qRow + h * D);
     const pp = j.probs + 4 * (b * H + h) * T * T;
-    for (const [t0, t1] of rows) {
-      matmul(ex, j, work, {
-        a: j.out + qo + 4 * t0 * qRow,
-        b: j.v + ko,
-        c: dp + 4 * t0 * T,
-        m: t1 - t0,
-        n: t1,
-        k: D,
-        transB: true,
-        lda: qRow,
-        ldb: kRow,
-        ldc: T,
-      });
-    }
+    scoreBlocks(ex, j, work, j.out + qo, j.v + ko, dp);
     ex.softmax_bwd(pp, dp, T, T, j.scale);
-    for (const [t0, t1] of rows) {
+    for (const [t0, t1] of blocks(T)) {
       // Rows t0..t1 of dQ, then columns u0 = t0 .. u1 = t1 of dV and dK.
-      matmul(ex, j, work, {
-        a: dp + 4 * t0 * T,
-        b: j.k + ko,
-        c: j.dq + qo + 4 * t0 * qRow,
-        m: t1 - t0,
-        n: D,
-        k: t1,
-        accumulate: true,
-        lda: T,
-        ldb: kRow,
-        ldc: qRow,
-      });
+      mixBlock(ex, j, work, dp, j.k + ko, j.dq + qo, t0, t1, true);
       for (const [src, dst, from] of [[pp, j.dv, j.out], [dp, j.dk, j.q]]) {
         matmul(ex, j, work, {
           a: src + 4 * (t0 * T + t0),
