@@ -1,11 +1,13 @@
 /**
  * The CPU {@link Backend}: tensors live in the WebAssembly kernels' memory and
- * every kernel runs there — matmuls on packed panels (on a pool of threads
- * with the `threads` option, the rest single-threaded),
- * attention as strided matmuls per (sequence, head) (split across the threads
- * too), and the element-wise and per-row work (norms, RoPE, activations,
- * softmax cross-entropy, quantizers, AdamW) as SIMD passes over the tensors in
- * place. Nothing allocates per call but RoPE's cached tables.
+ * every kernel runs there — matmuls on packed panels, attention as strided
+ * matmuls per (sequence, head), and the element-wise and per-row work (norms,
+ * RoPE, activations, softmax cross-entropy, quantizers, AdamW) as SIMD passes
+ * over the tensors in place. With the `threads` option the matmuls, the
+ * integer linears, attention, RMSNorm's forward, activation quantization and
+ * the element-wise activations and products are split across a pool of
+ * threads (the same bits for any count); the rest runs on the calling thread.
+ * Nothing allocates per call but RoPE's cached tables.
  *
  * Zeros are written lazily: {@link CpuBackend.zeros} only marks a tensor, and
  * the zeros are stored when something reads it (a kernel input, an
@@ -327,7 +329,13 @@ export class CpuBackend implements Backend {
     sameSize("mul", a, out);
     const n = a.size;
     const pa = rd("a", a, n), pb = rd("b", b, n);
-    this.#k.mul_f32(pa, pb, wr("out", out, n), n);
+    this.kernels.map({
+      kernel: "mul_f32",
+      a: pa,
+      b: pb,
+      o: wr("out", out, n),
+      n,
+    });
   }
 
   mulBackward(
@@ -561,7 +569,7 @@ export class CpuBackend implements Backend {
       return this.#viaCopy(x, n, (tmp) => this.fakeQuantActivations(tmp, x, o));
     }
     const px = rd("x", x, n), po = wr("out", out, n);
-    if (this.#k.act_quant(px, po, o.rows, o.cols) !== 0) {
+    if (!this.kernels.actQuant({ x: px, o: po, rows: o.rows, cols: o.cols })) {
       throw new RangeError(`fakeQuantizeActivations: x ${NON_FINITE}`);
     }
     if (o.lambda < 1) this.#k.blend_f64(px, po, 1 - o.lambda, o.lambda, n);
@@ -626,15 +634,15 @@ export class CpuBackend implements Backend {
     checkNormShape(shape);
     const { rows, dim } = shape;
     const px = rd("x", x, rows * dim), pg = rd("g", g, dim);
-    this.#k.rmsnorm_fwd(
-      px,
-      pg,
-      wr("out", out, rows * dim),
-      wr("rstd", rstd, rows),
+    this.kernels.rmsnorm({
+      x: px,
+      g: pg,
+      o: wr("out", out, rows * dim),
+      rstd: wr("rstd", rstd, rows),
       rows,
       dim,
-      shape.eps,
-    );
+      eps: shape.eps,
+    });
   }
 
   rmsnormBackward(
@@ -843,8 +851,12 @@ export class CpuBackend implements Backend {
     const n = x.size;
     checkActivation(kind);
     const px = rd("x", x, n);
-    if (kind === "silu") this.#k.silu_f32(px, wr("out", out, n), n);
-    else this.#k.relu2_f32(px, wr("out", out, n), n);
+    this.kernels.map({
+      kernel: kind === "silu" ? "silu_f32" : "relu2_f32",
+      a: px,
+      o: wr("out", out, n),
+      n,
+    });
   }
 
   activationBackward(
