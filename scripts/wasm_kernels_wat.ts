@@ -501,24 +501,41 @@ const matvecStore = (rows: readonly number[]): string =>
   ).join("\n");
 
 /**
- * y[n] (+)= Σ_k W[n,k]·x[k] for row-major W (leading dimension `ldw`
- * elements), four rows per pass with two accumulators per row.
+ * The 8-column SIMD loop of {@link matvec} and {@link matvecF16}: `$x0`,
+ * `$x1` from `x0`, `x1`, then `perRow(r)` for each row (which advances its
+ * row pointer).
  */
-function matvec(v: WasmVariant): string {
-  const R = 4;
-  const rows = range(R);
-  const accs = rows.flatMap((r) => [`$s${r}a`, `$s${r}b`]);
+const matvecVectorLoop = (
+  rows: readonly number[],
+  x0: string,
+  x1: string,
+  perRow: (r: number) => string,
+): string => `
+    (block $vend (loop $vec
+      (br_if $vend (i32.ge_u (local.get $kk) (local.get $k8)))
+      (local.set $x0 ${x0})
+      (local.set $x1 ${x1})
+      ${rows.map(perRow).join("\n")}
+      (local.set $xp (i32.add (local.get $xp) (i32.const 32)))
+      (local.set $kk (i32.add (local.get $kk) (i32.const 8)))
+      (br $vec)))`;
+
+/**
+ * The loop over groups of rows shared by {@link matvec} and
+ * {@link matvecF16}: row pointers, zeroed accumulators, `vector` (the SIMD
+ * columns), the horizontal sums, the scalar tail (`$t` = `scalarX`, each row
+ * adding `scalarTerm(r)` and stepping `wBytes`) and the stores.
+ */
+function matvecRowGroups(
+  rows: readonly number[],
+  accs: readonly string[],
+  vector: string,
+  scalarX: string,
+  scalarTerm: (r: number) => string,
+  wBytes: number,
+): string {
+  const R = rows.length;
   return `
-(func $matvec (export "matvec") (param $w i32) (param $n i32) (param $k i32) (param $ldw i32)
-  (param $x i32) (param $y i32) (param $accumulate i32)
-  (local $i i32) (local $kk i32) (local $k8 i32) (local $rowb i32) (local $xp i32) (local $t f32)
-  ${locals(rows.map((r) => `$w${r}`), "i32")} ${
-    locals(rows.map((r) => `$f${r}`), "f32")
-  }
-  (local $x0 v128) (local $x1 v128) (local $sum v128)
-  ${locals(accs, "v128")}
-  (local.set $rowb (i32.shl (local.get $ldw) (i32.const 2)))
-  (local.set $k8 (i32.and (local.get $k) (i32.const -8)))
   (block $end (loop $rowsloop
     (br_if $end (i32.ge_u (local.get $i) (local.get $n)))
     ;; The last group of rows may be short: clamp its row pointers to the last row.
@@ -526,12 +543,39 @@ function matvec(v: WasmVariant): string {
     ${accs.map((a) => `(local.set ${a} (v128.const i64x2 0 0))`).join(" ")}
     (local.set $xp (local.get $x))
     (local.set $kk (i32.const 0))
-    (block $vend (loop $vec
-      (br_if $vend (i32.ge_u (local.get $kk) (local.get $k8)))
-      (local.set $x0 (v128.load (local.get $xp)))
-      (local.set $x1 (v128.load offset=16 (local.get $xp)))
+    ${vector}
+    ${matvecRowSums(rows)}
+    (block $send (loop $sca
+      (br_if $send (i32.ge_u (local.get $kk) (local.get $k)))
+      (local.set $t ${scalarX})
       ${
     rows.map((r) =>
+      `(local.set $f${r} (f32.add (local.get $f${r}) ${scalarTerm(r)}))
+      (local.set $w${r} (i32.add (local.get $w${r}) (i32.const ${wBytes})))`
+    ).join("\n")
+  }
+      (local.set $xp (i32.add (local.get $xp) (i32.const 4)))
+      (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
+      (br $sca)))
+    ${matvecStore(rows)}
+    (local.set $y (i32.add (local.get $y) (i32.const ${R * 4})))
+    (local.set $i (i32.add (local.get $i) (i32.const ${R})))
+    (br $rowsloop)))`;
+}
+
+/**
+ * y[n] (+)= Σ_k W[n,k]·x[k] for row-major W (leading dimension `ldw`
+ * elements), four rows per pass with two accumulators per row.
+ */
+function matvec(v: WasmVariant): string {
+  const R = 4;
+  const rows = range(R);
+  const accs = rows.flatMap((r) => [`$s${r}a`, `$s${r}b`]);
+  const vector = matvecVectorLoop(
+    rows,
+    "(v128.load (local.get $xp))",
+    "(v128.load offset=16 (local.get $xp))",
+    (r) =>
       `(local.set $s${r}a ${
         madd(
           v,
@@ -548,29 +592,28 @@ function matvec(v: WasmVariant): string {
           `(local.get $s${r}b)`,
         )
       })
-      (local.set $w${r} (i32.add (local.get $w${r}) (i32.const 32)))`
-    ).join("\n")
+      (local.set $w${r} (i32.add (local.get $w${r}) (i32.const 32)))`,
+  );
+  return `
+(func $matvec (export "matvec") (param $w i32) (param $n i32) (param $k i32) (param $ldw i32)
+  (param $x i32) (param $y i32) (param $accumulate i32)
+  (local $i i32) (local $kk i32) (local $k8 i32) (local $rowb i32) (local $xp i32) (local $t f32)
+  ${locals(rows.map((r) => `$w${r}`), "i32")} ${
+    locals(rows.map((r) => `$f${r}`), "f32")
   }
-      (local.set $xp (i32.add (local.get $xp) (i32.const 32)))
-      (local.set $kk (i32.add (local.get $kk) (i32.const 8)))
-      (br $vec)))
-    ${matvecRowSums(rows)}
-    (block $send (loop $sca
-      (br_if $send (i32.ge_u (local.get $kk) (local.get $k)))
-      (local.set $t (f32.load (local.get $xp)))
-      ${
-    rows.map((r) =>
-      `(local.set $f${r} (f32.add (local.get $f${r}) (f32.mul (f32.load (local.get $w${r})) (local.get $t))))
-      (local.set $w${r} (i32.add (local.get $w${r}) (i32.const 4)))`
-    ).join("\n")
-  }
-      (local.set $xp (i32.add (local.get $xp) (i32.const 4)))
-      (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
-      (br $sca)))
-    ${matvecStore(rows)}
-    (local.set $y (i32.add (local.get $y) (i32.const ${R * 4})))
-    (local.set $i (i32.add (local.get $i) (i32.const ${R})))
-    (br $rowsloop))))`;
+  (local $x0 v128) (local $x1 v128) (local $sum v128)
+  ${locals(accs, "v128")}
+  (local.set $rowb (i32.shl (local.get $ldw) (i32.const 2)))
+  (local.set $k8 (i32.and (local.get $k) (i32.const -8)))${
+    matvecRowGroups(
+      rows,
+      accs,
+      vector,
+      "(f32.load (local.get $xp))",
+      (r) => `(f32.mul (f32.load (local.get $w${r})) (local.get $t))`,
+      4,
+    )
+  })`;
 }
 
 /** `0x8FFFE000` as a signed i32: the sign bit, and exponent and mantissa of an f16 shifted left by 13. */
@@ -600,38 +643,30 @@ function matvecF16(v: WasmVariant): string {
     "(i8x16.shuffle 0 1 16 17 2 3 18 19 4 5 20 21 6 7 22 23 (local.get $l) (local.get $u))";
   const hi =
     "(i8x16.shuffle 8 9 24 25 10 11 26 27 12 13 28 29 14 15 30 31 (local.get $l) (local.get $u))";
-  const vecLoop = (fast: boolean) => `
-    (block $vend (loop $vec
-      (br_if $vend (i32.ge_u (local.get $kk) (local.get $k8)))
-      (local.set $x0 ${
-    fast
-      ? "(f32x4.mul (v128.load (local.get $xp)) (local.get $big))"
-      : "(v128.load (local.get $xp))"
-  })
-      (local.set $x1 ${
-    fast
-      ? "(f32x4.mul (v128.load offset=16 (local.get $xp)) (local.get $big))"
-      : "(v128.load offset=16 (local.get $xp))"
-  })
-      ${
-    rows.map((r) => {
-      const wl = fast ? lo : `(f32x4.mul ${lo} (local.get $big))`;
-      const wh = fast ? hi : `(f32x4.mul ${hi} (local.get $big))`;
-      return `(local.set $h (v128.load (local.get $w${r})))
+  const vecLoop = (fast: boolean) =>
+    matvecVectorLoop(
+      rows,
+      fast
+        ? "(f32x4.mul (v128.load (local.get $xp)) (local.get $big))"
+        : "(v128.load (local.get $xp))",
+      fast
+        ? "(f32x4.mul (v128.load offset=16 (local.get $xp)) (local.get $big))"
+        : "(v128.load offset=16 (local.get $xp))",
+      (r) => {
+        const wl = fast ? lo : `(f32x4.mul ${lo} (local.get $big))`;
+        const wh = fast ? hi : `(f32x4.mul ${hi} (local.get $big))`;
+        return `(local.set $h (v128.load (local.get $w${r})))
       (local.set $l (i16x8.shl (local.get $h) (i32.const 13)))
       (local.set $u (v128.and (i16x8.shr_s (local.get $h) (i32.const 3)) (local.get $mask16)))
       (local.set $s${r}a ${
-        madd(v, wl, "(local.get $x0)", `(local.get $s${r}a)`)
-      })
+          madd(v, wl, "(local.get $x0)", `(local.get $s${r}a)`)
+        })
       (local.set $s${r}b ${
-        madd(v, wh, "(local.get $x1)", `(local.get $s${r}b)`)
-      })
+          madd(v, wh, "(local.get $x1)", `(local.get $s${r}b)`)
+        })
       (local.set $w${r} (i32.add (local.get $w${r}) (i32.const 16)))`;
-    }).join("\n")
-  }
-      (local.set $xp (i32.add (local.get $xp) (i32.const 32)))
-      (local.set $kk (i32.add (local.get $kk) (i32.const 8)))
-      (br $vec)))`;
+      },
+    );
   return `
 (func (export "matvec_f16") (param $w i32) (param $n i32) (param $k i32) (param $ldw i32)
   (param $x i32) (param $y i32) (param $accumulate i32)
@@ -661,34 +696,19 @@ function matvecF16(v: WasmVariant): string {
   (local.set $xs (select (f32.const ${TWO_112}) (f32.const 1) (local.get $fast)))
   (local.set $ws (select (f32.const 1) (f32.const ${TWO_112}) (local.get $fast)))
   (local.set $rowb (i32.shl (local.get $ldw) (i32.const 1)))
-  (local.set $k8 (i32.and (local.get $k) (i32.const -8)))
-  (block $end (loop $rowsloop
-    (br_if $end (i32.ge_u (local.get $i) (local.get $n)))
-    ;; The last group of rows may be short: clamp its row pointers to the last row.
-    ${matvecRowPointers(rows)}
-    ${accs.map((a) => `(local.set ${a} (v128.const i64x2 0 0))`).join(" ")}
-    (local.set $xp (local.get $x))
-    (local.set $kk (i32.const 0))
-    (if (local.get $fast) (then ${vecLoop(true)}) (else ${vecLoop(false)}))
-    ${matvecRowSums(rows)}
-    (block $send (loop $sca
-      (br_if $send (i32.ge_u (local.get $kk) (local.get $k)))
-      (local.set $t (f32.mul (f32.load (local.get $xp)) (local.get $xs)))
-      ${
-    rows.map((r) =>
-      `(local.set $f${r} (f32.add (local.get $f${r}) (f32.mul (f32.mul (f32.reinterpret_i32
+  (local.set $k8 (i32.and (local.get $k) (i32.const -8)))${
+    matvecRowGroups(
+      rows,
+      accs,
+      `(if (local.get $fast) (then ${vecLoop(true)}) (else ${vecLoop(false)}))`,
+      "(f32.mul (f32.load (local.get $xp)) (local.get $xs))",
+      (r) =>
+        `(f32.mul (f32.mul (f32.reinterpret_i32
         (i32.and (i32.shl (i32.load16_s (local.get $w${r})) (i32.const 13)) (i32.const ${HALF_MASK})))
-        (local.get $ws)) (local.get $t))))
-      (local.set $w${r} (i32.add (local.get $w${r}) (i32.const 2)))`
-    ).join("\n")
-  }
-      (local.set $xp (i32.add (local.get $xp) (i32.const 4)))
-      (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
-      (br $sca)))
-    ${matvecStore(rows)}
-    (local.set $y (i32.add (local.get $y) (i32.const ${R * 4})))
-    (local.set $i (i32.add (local.get $i) (i32.const ${R})))
-    (br $rowsloop))))`;
+        (local.get $ws)) (local.get $t))`,
+      2,
+    )
+  })`;
 }
 
 /**
@@ -1082,6 +1102,24 @@ const rowsForGroup = [2, 3, 4].reduce(
 );
 
 /**
+ * A call of the tile function at table index `kind` (see `ternaryTiles`)
+ * for `tiles` tiles from row `$r`, token `$t0`, in the driver below.
+ */
+const tileCall = (tiles: string, kind: string): string => `
+      (call_indirect (type $tile_t)
+          (i32.add (local.get $w) (i32.mul (local.get $r) (local.get $rb))) (local.get $rb)
+          (i32.add (local.get $x) (i32.mul (local.get $t0) (local.get $ldx))) (local.get $ldx)
+          (local.get $nb)
+          (i32.add (local.get $sums) (i32.shl (local.get $t0) (i32.const 2)))
+          (i32.add (local.get $invs) (i32.shl (local.get $t0) (i32.const 2)))
+          (local.get $wscale)
+          (i32.add (local.get $out) (i32.add (i32.mul (local.get $t0) (local.get $ldo))
+            (i32.shl (local.get $r) (i32.const 2))))
+          (local.get $ldo)
+          ${tiles}
+          ${kind})`;
+
+/**
  * The ternary matmul driver: row blocks, then token groups of ≤ 4, then one
  * call for the block's tiles of {@link ternaryRows} rows and one for its
  * remaining single rows.
@@ -1107,31 +1145,14 @@ const ternaryMatmul = `
       (local.set $rt ${rowsForGroup})
       (local.set $r (local.get $r0))
       (local.set $nt (i32.div_u (i32.sub (local.get $rend) (local.get $r0)) (local.get $rt)))
-      (call_indirect (type $tile_t)
-          (i32.add (local.get $w) (i32.mul (local.get $r) (local.get $rb))) (local.get $rb)
-          (i32.add (local.get $x) (i32.mul (local.get $t0) (local.get $ldx))) (local.get $ldx)
-          (local.get $nb)
-          (i32.add (local.get $sums) (i32.shl (local.get $t0) (i32.const 2)))
-          (i32.add (local.get $invs) (i32.shl (local.get $t0) (i32.const 2)))
-          (local.get $wscale)
-          (i32.add (local.get $out) (i32.add (i32.mul (local.get $t0) (local.get $ldo))
-            (i32.shl (local.get $r) (i32.const 2))))
-          (local.get $ldo)
-          (local.get $nt)
-          (i32.sub (local.get $tg) (i32.const 1)))
+      ${tileCall("(local.get $nt)", "(i32.sub (local.get $tg) (i32.const 1))")}
       (local.set $r (i32.add (local.get $r0) (i32.mul (local.get $nt) (local.get $rt))))
-      (call_indirect (type $tile_t)
-          (i32.add (local.get $w) (i32.mul (local.get $r) (local.get $rb))) (local.get $rb)
-          (i32.add (local.get $x) (i32.mul (local.get $t0) (local.get $ldx))) (local.get $ldx)
-          (local.get $nb)
-          (i32.add (local.get $sums) (i32.shl (local.get $t0) (i32.const 2)))
-          (i32.add (local.get $invs) (i32.shl (local.get $t0) (i32.const 2)))
-          (local.get $wscale)
-          (i32.add (local.get $out) (i32.add (i32.mul (local.get $t0) (local.get $ldo))
-            (i32.shl (local.get $r) (i32.const 2))))
-          (local.get $ldo)
-          (i32.sub (local.get $rend) (local.get $r))
-          (i32.add (local.get $tg) (i32.const 3)))
+      ${
+  tileCall(
+    "(i32.sub (local.get $rend) (local.get $r))",
+    "(i32.add (local.get $tg) (i32.const 3))",
+  )
+}
       (local.set $t0 (i32.add (local.get $t0) (i32.const 4)))
       (br $tgroups)))
     (local.set $r0 (local.get $rend))
