@@ -65,6 +65,24 @@ import {
 import { tunedMatmulConfig } from "./matmul_tuning.ts";
 import { RopeTableCache } from "./rope_tables.ts";
 
+/** The shape of an integer linear (`rows` tokens, `k` inputs, `n` outputs). */
+interface LinearShape {
+  readonly rows: number;
+  readonly k: number;
+  readonly n: number;
+}
+
+/** Returns `shape` after checking that every field is an integer ≥ 0 (a RangeError naming `op` and the field). */
+function checkLinearShape(op: string, shape: LinearShape): LinearShape {
+  for (const name of ["rows", "k", "n"] as const) {
+    const v = shape[name];
+    if (!Number.isInteger(v) || v < 0) {
+      throw new RangeError(`${op}: ${name} must be an integer ≥ 0`);
+    }
+  }
+  return shape;
+}
+
 /** A tensor of the CPU backend: a block of the WASM memory and a view of it. */
 export interface CpuTensor extends Tensor {
   /** Byte offset in the kernels' memory. */
@@ -400,14 +418,9 @@ export class CpuBackend implements Backend {
     xq: Tensor,
     wq: Tensor,
     y: Tensor,
-    shape: { readonly rows: number; readonly k: number; readonly n: number },
+    shape: LinearShape,
   ): void {
-    const { rows, k, n } = shape;
-    for (const [name, v] of [["rows", rows], ["k", k], ["n", n]] as const) {
-      if (!Number.isInteger(v) || v < 0) {
-        throw new RangeError(`ternaryLinear: ${name} must be an integer ≥ 0`);
-      }
-    }
+    const { rows, k, n } = checkLinearShape("ternaryLinear", shape);
     const px = rd("xq", xq, rows * k), pw = rd("wq", wq, n * k);
     const py = wr("y", y, rows * n);
     const w = f32("wq", wq);
@@ -469,14 +482,9 @@ export class CpuBackend implements Backend {
     xq: Tensor,
     w: Tensor,
     y: Tensor,
-    shape: { readonly rows: number; readonly k: number; readonly n: number },
+    shape: LinearShape,
   ): void {
-    const { rows, k, n } = shape;
-    for (const [name, v] of [["rows", rows], ["k", k], ["n", n]] as const) {
-      if (!Number.isInteger(v) || v < 0) {
-        throw new RangeError(`int8Linear: ${name} must be an integer ≥ 0`);
-      }
-    }
+    const { rows, k, n } = checkLinearShape("int8Linear", shape);
     if (k > INT8_MAX_K) {
       throw new RangeError(`int8Linear: k = ${k} exceeds ${INT8_MAX_K}`);
     }

@@ -876,6 +876,23 @@ function checkCount(v: number, name: string): void {
   }
 }
 
+/** {@link checkCount} for every count of an attention call, in order, then that `kvHeads` divides `heads`. */
+function checkHeadCounts(
+  counts: Readonly<Record<string, number>>,
+  heads: number,
+  kvHeads: number,
+): void {
+  for (const [name, n] of Object.entries(counts)) checkCount(n, name);
+  if (kvHeads === 0 || heads % kvHeads !== 0) {
+    throw new RangeError(`kvHeads: ${kvHeads} does not divide heads ${heads}`);
+  }
+}
+
+/** The bits of `x` rounded to f32, as an i32 job word. */
+function f32Word(x: number): number {
+  return new Int32Array(Float32Array.of(x).buffer)[0];
+}
+
 /**
  * The kernels bound to their own memory and arena. Create with
  * {@link WasmKernels.create}.
@@ -1307,21 +1324,11 @@ export class WasmKernels {
    */
   attendSession(args: AttendSessionArgs): void {
     const { q, k, vt, out, T, heads, kvHeads, headDim: D, ctx, pos0 } = args;
-    for (
-      const [name, v] of [
-        ["T", T],
-        ["heads", heads],
-        ["kvHeads", kvHeads],
-        ["headDim", D],
-        ["ctx", ctx],
-        ["pos0", pos0],
-      ] as const
-    ) checkCount(v, name);
-    if (kvHeads === 0 || heads % kvHeads !== 0) {
-      throw new RangeError(
-        `kvHeads: ${kvHeads} does not divide heads ${heads}`,
-      );
-    }
+    checkHeadCounts(
+      { T, heads, kvHeads, headDim: D, ctx, pos0 },
+      heads,
+      kvHeads,
+    );
     const qRow = WasmKernels.#ld(args.qRow, heads * D, "qRow");
     this.#checkRange(q, 4 * WasmKernels.#extent(T, heads * D, qRow), "q", 4);
     this.#checkRange(
@@ -1427,7 +1434,7 @@ export class WasmKernels {
       );
       return;
     }
-    const epsBits = new Int32Array(Float32Array.of(eps).buffer)[0];
+    const epsBits = f32Word(eps);
     pool.run(
       OP_QUANTIZE,
       rowArgs([x, cols, ldx, out, kpad, invScales, sums, epsBits], rows, 1),
@@ -1554,20 +1561,7 @@ export class WasmKernels {
    */
   attendRows(args: AttendRowsArgs): void {
     const { q, k, v, out, seqs, T, heads, kvHeads, headDim: D } = args;
-    for (
-      const [name, n] of [
-        ["seqs", seqs],
-        ["T", T],
-        ["heads", heads],
-        ["kvHeads", kvHeads],
-        ["headDim", D],
-      ] as const
-    ) checkCount(n, name);
-    if (kvHeads === 0 || heads % kvHeads !== 0) {
-      throw new RangeError(
-        `kvHeads: ${kvHeads} does not divide heads ${heads}`,
-      );
-    }
+    checkHeadCounts({ seqs, T, heads, kvHeads, headDim: D }, heads, kvHeads);
     const qRow = WasmKernels.#ld(args.qRow, heads * D, "qRow");
     const kvRow = WasmKernels.#ld(args.kvRow, kvHeads * D, "kvRow");
     const seqBytes = WasmKernels.#ld(args.seqBytes, 4 * T * kvRow, "seqBytes");
@@ -1579,12 +1573,8 @@ export class WasmKernels {
     this.#checkRange(k, kvExt, "k", 4);
     this.#checkRange(v, kvExt, "v", 4);
     if (seqs === 0 || T === 0 || heads === 0) return;
-    const { mc, kc, nc } = this.#matmulConfig;
-    const { mr, nr } = tileShape(this.#matmulConfig.tile);
-    const mmBytes = Math.ceil(
-      matmulWorkBytes(this.#matmulConfig, Math.max(T, D)) / ALIGN,
-    ) * ALIGN;
-    const bytes = mmBytes + 4 * T * T;
+    const mm = this.#attentionMatmul(T, D);
+    const bytes = mm.bytes + 4 * T * T;
     const work = this.#workspace(bytes);
     const units = seqs * heads;
     const pool = this.#poolFor(units, units * T * T * D);
@@ -1605,19 +1595,29 @@ export class WasmKernels {
           heads,
           heads / kvHeads,
           seqBytes,
-          mmBytes,
-          new Int32Array(Float32Array.of(args.scale).buffer)[0],
-          mc,
-          kc,
-          nc,
-          mr,
-          nr,
+          mm.bytes,
+          f32Word(args.scale),
+          ...mm.words,
         ],
         units,
         1,
       ),
       work,
     );
+  }
+
+  /**
+   * The f32 matmul of an attention job over `T` tokens of width `D`: its
+   * workspace bytes, rounded up to {@link ALIGN} (a scratch follows it), and
+   * its job words mc, kc, nc, mr, nr.
+   */
+  #attentionMatmul(T: number, D: number): { bytes: number; words: number[] } {
+    const { mc, kc, nc } = this.#matmulConfig;
+    const { mr, nr } = tileShape(this.#matmulConfig.tile);
+    const bytes = Math.ceil(
+      matmulWorkBytes(this.#matmulConfig, Math.max(T, D)) / ALIGN,
+    ) * ALIGN;
+    return { bytes, words: [mc, kc, nc, mr, nr] };
   }
 
   /**
@@ -1648,18 +1648,11 @@ export class WasmKernels {
     dv: number,
   ): void {
     const { batch: B, T, heads: H, kvHeads: Hkv, headDim: D } = args;
-    for (
-      const [name, n] of [
-        ["batch", B],
-        ["T", T],
-        ["heads", H],
-        ["kvHeads", Hkv],
-        ["headDim", D],
-      ] as const
-    ) checkCount(n, name);
-    if (Hkv === 0 || H % Hkv !== 0) {
-      throw new RangeError(`kvHeads: ${Hkv} does not divide heads ${H}`);
-    }
+    checkHeadCounts(
+      { batch: B, T, heads: H, kvHeads: Hkv, headDim: D },
+      H,
+      Hkv,
+    );
     const nq = 4 * B * T * H * D, nk = 4 * B * T * Hkv * D;
     const backward = op === OP_ATTENTION_BWD;
     for (
@@ -1675,12 +1668,8 @@ export class WasmKernels {
       ] as const
     ) this.#checkRange(ptr, bytes, name, 4);
     if (B === 0 || T === 0 || H === 0 || D === 0) return;
-    const { mc, kc, nc } = this.#matmulConfig;
-    const { mr, nr } = tileShape(this.#matmulConfig.tile);
-    const mmBytes = Math.ceil(
-      matmulWorkBytes(this.#matmulConfig, Math.max(T, D)) / ALIGN,
-    ) * ALIGN;
-    const bytes = mmBytes + (backward ? 4 * T * T : 0);
+    const mm = this.#attentionMatmul(T, D);
+    const bytes = mm.bytes + (backward ? 4 * T * T : 0);
     const work = this.#workspace(bytes);
     const units = B * (backward ? Hkv : H);
     const pool = this.#poolFor(units, B * H * T * T * D);
@@ -1702,13 +1691,9 @@ export class WasmKernels {
           H,
           Hkv,
           D,
-          new Int32Array(Float32Array.of(1 / Math.sqrt(D)).buffer)[0],
-          mc,
-          kc,
-          nc,
-          mr,
-          nr,
-          mmBytes,
+          f32Word(1 / Math.sqrt(D)),
+          ...mm.words,
+          mm.bytes,
         ],
         units,
         1,
@@ -1765,7 +1750,7 @@ export class WasmKernels {
         [JOB.ldc, ldo],
         [JOB.sums, sums],
         [JOB.invScales, invScales],
-        [JOB.scaleBits, new Int32Array(Float32Array.of(scale).buffer)[0]],
+        [JOB.scaleBits, f32Word(scale)],
         [JOB.mr, 4],
       ],
       this.#exports,
