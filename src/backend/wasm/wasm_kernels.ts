@@ -1171,25 +1171,28 @@ export class WasmKernels {
       return;
     }
     this.#poolWorkspaces(pool, bytes);
+    const words: [number, number][] = [
+      [JOB.a, a],
+      [JOB.b, b],
+      [JOB.c, c],
+      [JOB.k, k],
+      [JOB.lda, lda],
+      [JOB.ldb, ldb],
+      [JOB.ldc, ldc],
+      [JOB.flags, flags],
+      [JOB.mc, mc],
+      [JOB.kc, kc],
+      [JOB.nc, nc],
+      [JOB.nr, nr],
+    ];
     if (n >= 4 * m) {
       // Much wider than tall: split the columns, so that B is packed once.
       pool.run(
         OP_MATMUL_COLS,
         [
-          [JOB.a, a],
-          [JOB.b, b],
-          [JOB.c, c],
+          ...words,
           [JOB.m, n],
-          [JOB.k, k],
-          [JOB.lda, lda],
-          [JOB.ldb, ldb],
-          [JOB.ldc, ldc],
-          [JOB.flags, flags],
-          [JOB.mc, mc],
-          [JOB.kc, kc],
-          [JOB.nc, nc],
           [JOB.mr, nr],
-          [JOB.nr, nr],
           [JOB.args, m],
           [JOB.args + 1, mr],
         ],
@@ -1200,23 +1203,7 @@ export class WasmKernels {
     }
     pool.run(
       OP_MATMUL,
-      [
-        [JOB.a, a],
-        [JOB.b, b],
-        [JOB.c, c],
-        [JOB.m, m],
-        [JOB.n, n],
-        [JOB.k, k],
-        [JOB.lda, lda],
-        [JOB.ldb, ldb],
-        [JOB.ldc, ldc],
-        [JOB.flags, flags],
-        [JOB.mc, mc],
-        [JOB.kc, kc],
-        [JOB.nc, nc],
-        [JOB.mr, mr],
-        [JOB.nr, nr],
-      ],
+      [...words, [JOB.m, m], [JOB.n, n], [JOB.mr, mr]],
       this.#exports,
       work,
     );
