@@ -18,7 +18,7 @@ import type { BenchResult } from "./result.ts";
 export type { BenchResult };
 import { PRESETS } from "../src/common/presets.ts";
 import { FLOPS_PER_ITER, medianSeconds, printResults } from "./peak_bench.ts";
-import { median } from "./result.ts";
+import { median, positiveCount } from "./result.ts";
 
 interface Shape {
   readonly name: string;
@@ -75,7 +75,11 @@ const SHAPES: readonly Shape[] = [
 ];
 
 /** Rounds of the interleaved measurement (`MATMUL_BENCH_ROUNDS` overrides). */
-const ROUNDS = Number(Deno.env.get("MATMUL_BENCH_ROUNDS") ?? 15);
+const ROUNDS = positiveCount(
+  "MATMUL_BENCH_ROUNDS",
+  Deno.env.get("MATMUL_BENCH_ROUNDS"),
+  15,
+);
 
 /** Seconds of one call of `fn`, repeated until at least `minMs` have passed. */
 function sampleSeconds(fn: () => void, minMs: number): number {

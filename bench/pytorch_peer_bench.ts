@@ -19,13 +19,17 @@ import { ComputeBackend } from "../src/backend/service.ts";
 import { preset } from "../src/common/presets.ts";
 import { defaultSettings, measureStepSeconds } from "../src/train/trainer.ts";
 import { printResults } from "./peak_bench.ts";
-import { type BenchResult, median } from "./result.ts";
+import { type BenchResult, median, positiveCount } from "./result.ts";
 
 const PEER = Deno.env.get("PEER") ??
   new URL("../../shared/peers/bitnet_ref.py", import.meta.url).pathname;
 
 /** Rounds of the alternating measurement (`PYTORCH_BENCH_ROUNDS` overrides). */
-const ROUNDS = Number(Deno.env.get("PYTORCH_BENCH_ROUNDS") ?? 3);
+const ROUNDS = positiveCount(
+  "PYTORCH_BENCH_ROUNDS",
+  Deno.env.get("PYTORCH_BENCH_ROUNDS"),
+  3,
+);
 
 /**
  * The peer's tokens/s on one thread (torch's intra-op threads 1, OpenBLAS 1)

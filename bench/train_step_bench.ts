@@ -24,7 +24,7 @@ import {
   initTraining,
   Trainer,
 } from "../src/train/trainer.ts";
-import { type BenchResult, median } from "./result.ts";
+import { type BenchResult, median, positiveCount } from "./result.ts";
 
 export type { BenchResult };
 
@@ -222,11 +222,11 @@ export async function run(): Promise<BenchResult[]> {
 if (import.meta.main) {
   const flag = (name: string, fallback: number) => {
     const i = Deno.args.indexOf(name);
-    const v = i >= 0 ? Number(Deno.args[i + 1]) : fallback;
-    if (!(Number.isInteger(v) && v > 0)) {
-      throw new RangeError(`${name} must be a positive integer, got ${v}`);
-    }
-    return v;
+    return positiveCount(
+      name,
+      i >= 0 ? Deno.args[i + 1] ?? "" : undefined,
+      fallback,
+    );
   };
   const steps = flag("--steps", 5), threads = flag("--threads", 1);
   const m = await measureTrainStep(steps, threads);
