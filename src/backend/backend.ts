@@ -25,6 +25,7 @@ import type {
   CrossEntropyShape,
   EmbeddingShape,
   FakeQuantOptions,
+  LinearShape,
   MatmulOptions,
   NormShape,
   RopeShape,
@@ -38,6 +39,7 @@ export type {
   CrossEntropyShape,
   EmbeddingShape,
   FakeQuantOptions,
+  LinearShape,
   MatmulOptions,
   NormShape,
   RopeShape,
@@ -105,7 +107,7 @@ export interface Backend {
     xq: Tensor,
     wq: Tensor,
     y: Tensor,
-    shape: { readonly rows: number; readonly k: number; readonly n: number },
+    shape: LinearShape,
   ): void;
 
   /**
@@ -120,7 +122,7 @@ export interface Backend {
     xq: Tensor,
     w: Tensor,
     y: Tensor,
-    shape: { readonly rows: number; readonly k: number; readonly n: number },
+    shape: LinearShape,
   ): void;
 
   /** Weight fake-quant per mode (ternary absmean, binary, eightbit per row, f16), blended by λ. */

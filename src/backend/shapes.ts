@@ -102,6 +102,27 @@ export interface MatmulOptions {
   readonly accumulate?: boolean;
 }
 
+/** Shape of an integer BitLinear forward `y ← xq · wqᵀ` (see `Backend.ternaryLinear`). */
+export interface LinearShape {
+  /** Rows of `xq` and `y` (tokens). */
+  readonly rows: number;
+  /** Inputs: columns of `xq` and `wq`. */
+  readonly k: number;
+  /** Outputs: rows of `wq`, columns of `y`. */
+  readonly n: number;
+}
+
+/** Returns `shape` after checking that every field is an integer ≥ 0 (a RangeError naming `op` and the field). */
+export function checkLinearShape(op: string, shape: LinearShape): LinearShape {
+  for (const name of ["rows", "k", "n"] as const) {
+    const v = shape[name];
+    if (!Number.isInteger(v) || v < 0) {
+      throw new RangeError(`${op}: ${name} must be an integer ≥ 0`);
+    }
+  }
+  return shape;
+}
+
 /** Fake quantization of a `[rows, cols]` tensor blended with the STE: `x + λ(Q(x) − x)`. */
 export interface FakeQuantOptions {
   /** Rows (output channels of a weight, tokens of an activation). */

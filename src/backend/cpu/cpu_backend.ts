@@ -37,12 +37,14 @@ import {
   checkEmbedding,
   checkFakeQuant,
   checkFinite,
+  checkLinearShape,
   checkMatmul,
   checkNormShape,
   checkRopeShape,
   type CrossEntropyShape,
   type EmbeddingShape,
   type FakeQuantOptions,
+  type LinearShape,
   type MatmulOptions,
   type NormShape,
   type RopeShape,
@@ -64,24 +66,6 @@ import {
 } from "../wasm/wasm_kernels.ts";
 import { tunedMatmulConfig } from "./matmul_tuning.ts";
 import { RopeTableCache } from "./rope_tables.ts";
-
-/** The shape of an integer linear (`rows` tokens, `k` inputs, `n` outputs). */
-interface LinearShape {
-  readonly rows: number;
-  readonly k: number;
-  readonly n: number;
-}
-
-/** Returns `shape` after checking that every field is an integer ≥ 0 (a RangeError naming `op` and the field). */
-function checkLinearShape(op: string, shape: LinearShape): LinearShape {
-  for (const name of ["rows", "k", "n"] as const) {
-    const v = shape[name];
-    if (!Number.isInteger(v) || v < 0) {
-      throw new RangeError(`${op}: ${name} must be an integer ≥ 0`);
-    }
-  }
-  return shape;
-}
 
 /** A tensor of the CPU backend: a block of the WASM memory and a view of it. */
 export interface CpuTensor extends Tensor {
