@@ -1325,6 +1325,45 @@ function packTernary(v: WasmVariant): string {
     (br $rowsloop))))`;
 }
 
+/**
+ * The one magnitude of ternary weights `w` (n f32): every |w| is 0 or a, and
+ * the result is a (0 when all are 0), or −1 when two nonzero magnitudes
+ * differ or a weight is NaN. One pass: the max of |w| and the min of the
+ * nonzero |w| (`pmax`/`pmin`: one instruction each, NaN found apart)
+ * must agree.
+ */
+function ternaryScale(): string {
+  return `
+(func (export "ternary_scale") (param $w i32) (param $n i32) (result f32)
+  ${ROW_LOCALS} ${SCRATCH} (local $hi f32) (local $lo f32)
+  (local.set $t0 (v128.const i64x2 0 0))
+  (local.set $t1 ${f4(Infinity)})
+  (local.set $t2 (v128.const i64x2 0 0))
+  ${
+    rowLoop(get("$n"), (a) =>
+      lines([
+        set("$r0", `(f32x4.abs ${a.ld("$w")})`),
+        set("$t0", `(f32x4.pmax ${get("$t0")} ${get("$r0")})`),
+        set(
+          "$t1",
+          `(f32x4.pmin ${get("$t1")} (v128.bitselect ${f4(Infinity)} ${
+            get("$r0")
+          } (f32x4.eq ${get("$r0")} (v128.const i64x2 0 0))))`,
+        ),
+        set(
+          "$t2",
+          `(v128.or ${get("$t2")} (f32x4.ne ${get("$r0")} ${get("$r0")}))`,
+        ),
+      ]))
+  }
+  (local.set $hi ${hmaxF("$t0")})
+  (local.set $lo (f32.min (f32.min (f32x4.extract_lane 0 (local.get $t1)) (f32x4.extract_lane 1 (local.get $t1)))
+    (f32.min (f32x4.extract_lane 2 (local.get $t1)) (f32x4.extract_lane 3 (local.get $t1)))))
+  (select (local.get $hi) (f32.const -1)
+    (i32.and (i32.eqz (v128.any_true (local.get $t2)))
+      (i32.or (f32.eq (local.get $hi) (f32.const 0)) (f32.eq (local.get $hi) (local.get $lo))))))`;
+}
+
 /** Twelve independent FMA chains with no memory traffic: 96 flops per iteration. */
 function fmaProbe(v: WasmVariant): string {
   const chains = range(12);
@@ -2414,6 +2453,7 @@ ${i8.map(([r, t]) => int8Tile(r, t)).join("\n")}
 ${int8Matmul(tiles.length)}
 ${quantize(variant)}
 ${packTernary(variant)}
+${ternaryScale()}
 ${fmaProbe(variant)}
 ${trainingKernels(variant)}
 )

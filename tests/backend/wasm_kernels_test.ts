@@ -768,6 +768,43 @@ Deno.test("packTernaryRows: layout of REFERENCE §5 and round trip", () => {
   assert.throws(() => unpackTernaryRows(Uint8Array.of(255), 1, 1), /packed/);
 });
 
+Deno.test("ternaryScale: the one magnitude of ternary × scale weights, undefined otherwise", async () => {
+  for (const v of VARIANTS) {
+    const K = await kernelsOf(v);
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 700 }),
+        fc.float({ min: Math.fround(1e-30), max: Math.fround(1e30), noNaN: true }),
+        fc.integer(),
+        fc.constantFrom("ternary", "zeros", "other", "nan", "inf"),
+        (n, a, seed, kind) => {
+          const r = rng(seed);
+          const w = Float32Array.from(
+            { length: n },
+            () => (Math.floor((r() + 1) * 1.5) - 1) * a,
+          );
+          if (kind === "zeros") w.fill(0);
+          const at = Math.floor(Math.abs(r()) * n);
+          if (kind === "other") w[at] = Math.fround(a * 1.5) * Math.sign(r());
+          if (kind === "nan") w[at] = NaN;
+          if (kind === "inf") w[at] = -Infinity;
+          const mags = new Set([...w].map(Math.abs).filter((m) => m !== 0));
+          const want = mags.size === 0
+            ? 0
+            : mags.size === 1 && !mags.has(NaN)
+            ? [...mags][0]
+            : undefined;
+          const p = put(K, w);
+          const got = K.ternaryScale(p, n);
+          K.free(p);
+          assert.equal(got, want, `${kind} n=${n} at=${at}`);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  }
+});
+
 /** Round half to even of an f32 value (as f32x4.nearest). */
 function roundEven(y: number): number {
   const r = Math.round(y);

@@ -167,6 +167,18 @@ function f32(name: string, t: Tensor): Float32Array {
   return checked(name, t, "f32").data as Float32Array;
 }
 
+/**
+ * Throws the error of weights that are not ternary × one scale, naming the
+ * first two magnitudes that differ (or the NaN).
+ */
+function notOneScale(w: Float32Array): never {
+  const a = Math.abs(w.find((x) => x !== 0 && !Number.isNaN(x)) ?? NaN);
+  const b = Math.abs(w.find((x) => x !== 0 && Math.abs(x) !== a) ?? NaN);
+  throw new RangeError(
+    `ternaryLinear: wq holds ${a} and ${b} in magnitude, not one scale`,
+  );
+}
+
 /** The settled view of an i32 tensor. */
 function i32(name: string, t: Tensor): Int32Array {
   return checked(name, t, "i32").data as Int32Array;
@@ -407,19 +419,8 @@ export class CpuBackend implements Backend {
     const { rows, k, n } = checkLinearShape("ternaryLinear", shape);
     const px = rd("xq", xq, rows * k), pw = rd("wq", wq, n * k);
     const py = wr("y", y, rows * n);
-    const w = f32("wq", wq);
-    let a = 0;
-    for (let i = 0; i < n * k; i++) {
-      const v = Math.abs(w[i]);
-      if (v === 0) continue;
-      if (a === 0) a = v;
-      else if (v !== a) {
-        throw new RangeError(
-          `ternaryLinear: wq holds ${a} and ${v} in magnitude, not one scale`,
-        );
-      }
-    }
     const K = this.kernels;
+    const a = K.ternaryScale(pw, n * k) ?? notOneScale(f32("wq", wq));
     const kpad = ternaryPaddedCols(k);
     const codes = K.alloc(rows * kpad), inv = K.alloc(4 * rows);
     const sums = K.alloc(4 * rows), packed = K.alloc(n * (kpad / 4));

@@ -838,6 +838,7 @@ interface KernelExports extends TrainingKernels {
     inv: number,
     dst: number,
   ): void;
+  ternary_scale(w: number, n: number): number;
   fma_probe(iters: number): number;
 }
 
@@ -1762,6 +1763,18 @@ export class WasmKernels {
     this.#checkRange(w, 4 * WasmKernels.#extent(rows, cols, ldw), "w", 4);
     this.#checkRange(out, rows * rb, "out");
     this.#k.pack_ternary(w, rows, cols, ldw, invScale, out);
+  }
+
+  /**
+   * The one magnitude `a` of the `n` f32 weights at `w` when every |w| is 0
+   * or `a` (0 when all are 0), else undefined (two magnitudes, or a NaN): the
+   * check that the weights are ternary × one scale, in one SIMD pass.
+   */
+  ternaryScale(w: number, n: number): number | undefined {
+    checkCount(n, "n");
+    this.#checkRange(w, 4 * n, "w", 4);
+    const a = this.#k.ternary_scale(w, n);
+    return a < 0 ? undefined : a;
   }
 
   /** {@link ternaryMatmul} for one token (the decode path). */
