@@ -913,15 +913,18 @@ export class InferenceModel {
         this.#apply(gate, this.#h, rows, this.#ga);
         this.#apply(up, this.#h, rows, this.#up);
         const n = rows * ffn, k = this.kernels;
-        k.map({ kernel: "silu_f32", a: this.#ga, o: this.#ga, n });
-        k.map({ kernel: "mul_f32", a: this.#ga, b: this.#up, o: this.#ga, n });
+        k.map({ kernel: "silu_f32", arrays: [this.#ga, this.#ga], n });
+        k.map({
+          kernel: "mul_f32",
+          arrays: [this.#ga, this.#up, this.#ga],
+          n,
+        });
       } else {
         this.#prepare(this.#h, rows, d, up);
         this.#apply(up, this.#h, rows, this.#up);
         this.kernels.map({
           kernel: c.use_relu2 ? "relu2_f32" : "silu_f32",
-          a: this.#up,
-          o: this.#ga,
+          arrays: [this.#up, this.#ga],
           n: rows * ffn,
         });
       }

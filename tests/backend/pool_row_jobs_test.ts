@@ -1,7 +1,7 @@
 /**
  * The pool's row jobs (an f32 matmul split by columns, int8 × int8 matmul,
  * quantization, RMSNorm,
- * element-wise activations, the scoring loss, whole-sequence attention) give
+ * every element-wise kernel, row softmax, the scoring loss, whole-sequence attention) give
  * the same bits on 1, 2 and 3 threads, on random shapes including sizes that
  * divide neither the chunks nor the SIMD blocks; and the scoring loss and
  * attention equal, bit for bit, the one-thread computations they replace
@@ -10,6 +10,11 @@
  */
 import { strict as assert } from "node:assert";
 import fc from "fast-check";
+import {
+  MAP_KERNEL_NAMES,
+  MAP_KERNELS,
+  type MapKernel,
+} from "../../src/backend/wasm/matmul_pool.ts";
 import {
   packInt8Rows,
   ternaryPaddedCols,
@@ -265,7 +270,21 @@ Deno.test("actQuant reports a non-finite row on any thread count", async () => {
   });
 });
 
-Deno.test("map (silu, relu², product) on 1, 2 and 3 threads: bit-identical", async () => {
+/** Scalars of each element-wise kernel for the tests (a flag 1 accumulates). */
+const MAP_SCALAR_VALUES: Record<MapKernel, number[]> = {
+  fill_f32: [0.5],
+  clamp_f32: [0.3],
+  mul_f32: [],
+  mul_acc_f32: [1],
+  axmb_f32: [0.7, 0.01, 1],
+  silu_f32: [],
+  relu2_f32: [],
+  silu_bwd_f32: [1],
+  relu2_bwd_f32: [0],
+  adamw_f64: [0.9, 1, 0.999, 0.9, 0.1, 0.95, 0.05, 1e-3, 0.5, 1e-8],
+};
+
+Deno.test("map (every element-wise kernel) on 1, 2 and 3 threads: bit-identical", async () => {
   await onThreads123((pools) =>
     fc.assert(
       fc.property(
@@ -275,14 +294,23 @@ Deno.test("map (silu, relu², product) on 1, 2 and 3 threads: bit-identical", as
         }),
         ({ n, seed }) => {
           const r = rng(seed);
-          const A = Float32Array.from({ length: n }, () => 20 * r());
-          const B = Float32Array.from({ length: n }, r);
-          for (const kernel of ["silu_f32", "relu2_f32", "mul_f32"] as const) {
+          // Non-negative inputs: AdamW's second moment (its fourth array).
+          const inputs = [0, 1, 2, 3].map((i) =>
+            Float32Array.from({ length: n }, () =>
+              i === 3 ? Math.abs(r()) : 20 * r())
+          );
+          for (const kernel of MAP_KERNEL_NAMES) {
+            const [na] = MAP_KERNELS[kernel];
             const outs = pools.map((K) => {
-              const a = put(K, A), b = put(K, B), o = K.alloc(4 * n);
-              K.map({ kernel, a, b, o, n });
-              const y = bytes(K.f32(o, n));
-              for (const p of [a, b, o]) K.free(p);
+              const arrays = inputs.slice(0, na).map((a) =>
+                put(K, a)
+              );
+              K.map({ kernel, arrays, scalars: MAP_SCALAR_VALUES[kernel], n });
+              // Every array: outputs, and inputs updated in place (AdamW's).
+              const y = bytes(
+                Float32Array.from(arrays.flatMap((p) => [...K.f32(p, n)])),
+              );
+              for (const p of arrays) K.free(p);
               return y;
             });
             assertSame(outs, kernel);
@@ -290,6 +318,62 @@ Deno.test("map (silu, relu², product) on 1, 2 and 3 threads: bit-identical", as
         },
       ),
       { numRuns: 10, examples: [[{ n: 150_001, seed: 3 }]] },
+    )
+  );
+});
+
+Deno.test("map names the kernel whose arrays or scalars are miscounted", async () => {
+  const K = await WasmKernels.create();
+  try {
+    const p = K.alloc(64);
+    assert.throws(
+      () => K.map({ kernel: "axmb_f32", arrays: [p, p], scalars: [1], n: 4 }),
+      /axmb_f32: takes 2 arrays and 3 scalars, got 2 and 1/,
+    );
+    assert.throws(
+      () => K.map({ kernel: "mul_f32", arrays: [p], n: 4 }),
+      /mul_f32: takes 3 arrays and 0 scalars, got 1 and 0/,
+    );
+  } finally {
+    K.close();
+  }
+});
+
+Deno.test("softmaxRows on 1, 2 and 3 threads: bit-identical, rows summing to 1 with their stats", async () => {
+  await onThreads123((pools) =>
+    fc.assert(
+      fc.property(
+        fc.record({
+          rows: fc.integer({ min: 1, max: 60 }),
+          cols: fc.integer({ min: 1, max: 3000 }),
+          seed: fc.integer(),
+        }),
+        ({ rows, cols, seed }) => {
+          const r = rng(seed);
+          const X = Float32Array.from({ length: rows * cols }, () => 8 * r());
+          const outs = pools.map((K) => {
+            const x = put(K, X), p = K.alloc(4 * X.length);
+            const stats = K.alloc(24 * rows);
+            K.softmaxRows({ x, p, rows, cols, stats });
+            const P = K.f32(p, X.length).slice();
+            const S = new Float64Array(K.memory.buffer, stats, 3 * rows)
+              .slice();
+            for (const q of [x, p, stats]) K.free(q);
+            return { P, S };
+          });
+          assertSame(outs.map((o) => bytes(o.P)), "probabilities");
+          assertSame(outs.map((o) => bytes(o.S)), "stats");
+          const { P, S } = outs[0];
+          for (let i = 0; i < rows; i++) {
+            const row = X.subarray(i * cols, (i + 1) * cols);
+            assert.equal(S[3 * i], Math.max(...row));
+            const sum = P.subarray(i * cols, (i + 1) * cols)
+              .reduce((a, b) => a + b, 0);
+            assert.ok(Math.abs(sum - 1) < 1e-5, `row ${i} sums to ${sum}`);
+          }
+        },
+      ),
+      { numRuns: 15 },
     )
   );
 });

@@ -202,9 +202,6 @@ export class CpuBackend implements Backend {
   readonly kernels: WasmKernels;
   readonly #k: TrainingKernels;
   readonly #rope: RopeTableCache;
-  /** Three f64 of `softmax_row` statistics. */
-  readonly #stats: Float64Array;
-  readonly #statsPtr: number;
   readonly #zero: (ptr: number, bytes: number) => void;
   #live = 0;
 
@@ -215,8 +212,6 @@ export class CpuBackend implements Backend {
     this.#k = k;
     this.#zero = (ptr, bytes) => k.zero_bytes(ptr, bytes);
     this.#rope = new RopeTableCache(kernels);
-    this.#statsPtr = kernels.alloc(24);
-    this.#stats = new Float64Array(kernels.memory.buffer, this.#statsPtr, 3);
   }
 
   /**
@@ -313,13 +308,25 @@ export class CpuBackend implements Backend {
     const b = cpu(t);
     b.lazyZero = false;
     if (b.dtype === "i32") b.data.fill(value);
-    else this.#k.fill_f32(b.ptr, value, b.size);
+    else {
+      this.kernels.map({
+        kernel: "fill_f32",
+        arrays: [b.ptr],
+        scalars: [value],
+        n: b.size,
+      });
+    }
   }
 
   clamp(t: Tensor, limit: number): void {
     checkClampLimit(limit);
     // Clamping to fround(limit) in f32 equals comparing with the f64 limit.
-    this.#k.clamp_f32(rd("t", t, t.size), limit, t.size);
+    this.kernels.map({
+      kernel: "clamp_f32",
+      arrays: [rd("t", t, t.size)],
+      scalars: [limit],
+      n: t.size,
+    });
   }
 
   add(a: Tensor, b: Tensor, out: Tensor): void {
@@ -335,7 +342,12 @@ export class CpuBackend implements Backend {
     checkFinite("s", s);
     const n = a.size;
     const pa = rd("a", a, n);
-    this.#k.axmb_f32(pa, cpu(out).ptr, s, 0, acc("out", out, n), n);
+    this.kernels.map({
+      kernel: "axmb_f32",
+      arrays: [pa, cpu(out).ptr],
+      scalars: [s, 0, acc("out", out, n)],
+      n,
+    });
   }
 
   mul(a: Tensor, b: Tensor, out: Tensor): void {
@@ -345,9 +357,7 @@ export class CpuBackend implements Backend {
     const pa = rd("a", a, n), pb = rd("b", b, n);
     this.kernels.map({
       kernel: "mul_f32",
-      a: pa,
-      b: pb,
-      o: wr("out", out, n),
+      arrays: [pa, pb, wr("out", out, n)],
       n,
     });
   }
@@ -362,11 +372,15 @@ export class CpuBackend implements Backend {
     const n = a.size;
     const pd = rd("dout", dout, n);
     const pa = rd("a", a, n), pb = rd("b", b, n);
-    if (da !== undefined) {
-      this.#k.mul_acc_f32(pd, pb, cpu(da).ptr, acc("da", da, n), n);
-    }
-    if (db !== undefined) {
-      this.#k.mul_acc_f32(pd, pa, cpu(db).ptr, acc("db", db, n), n);
+    const K = this.kernels;
+    for (const [d, other, name] of [[da, pb, "da"], [db, pa, "db"]] as const) {
+      if (d === undefined) continue;
+      K.map({
+        kernel: "mul_acc_f32",
+        arrays: [pd, other, cpu(d).ptr],
+        scalars: [acc(name, d, n)],
+        n,
+      });
     }
   }
 
@@ -846,8 +860,7 @@ export class CpuBackend implements Backend {
     const px = rd("x", x, n);
     this.kernels.map({
       kernel: kind === "silu" ? "silu_f32" : "relu2_f32",
-      a: px,
-      o: wr("out", out, n),
+      arrays: [px, wr("out", out, n)],
       n,
     });
   }
@@ -861,8 +874,12 @@ export class CpuBackend implements Backend {
     checkActivation(kind);
     const n = x.size;
     const pd = rd("dout", dout, n), px = rd("x", x, n);
-    const f = kind === "silu" ? this.#k.silu_bwd_f32 : this.#k.relu2_bwd_f32;
-    f(pd, px, cpu(dx).ptr, acc("dx", dx, n), n);
+    this.kernels.map({
+      kernel: kind === "silu" ? "silu_bwd_f32" : "relu2_bwd_f32",
+      arrays: [pd, px, cpu(dx).ptr],
+      scalars: [acc("dx", dx, n)],
+      n,
+    });
   }
 
   /**
@@ -886,20 +903,25 @@ export class CpuBackend implements Backend {
     if (l.length < 2) {
       throw new RangeError(`losses must have 2 elements, got ${l.length}`);
     }
-    const lg = f32("logits", logits), st = this.#stats;
+    const K = this.kernels, stats = K.alloc(24 * rows);
     let lossSum = 0, nllSum = 0;
-    for (let r = 0; r < rows; r++) {
-      const off = 4 * r * V;
-      const y = t[r];
-      if (y === ignore) {
-        this.#k.zero_bytes(pp + off, 4 * V);
-        continue;
+    try {
+      K.softmaxRows({ x: pl, p: pp, rows, cols: V, stats });
+      const lg = f32("logits", logits);
+      const st = new Float64Array(K.memory.buffer, stats, 3 * rows);
+      for (let r = 0; r < rows; r++) {
+        const y = t[r];
+        if (y === ignore) {
+          this.#k.zero_bytes(pp + 4 * r * V, 4 * V);
+          continue;
+        }
+        const lse = st[3 * r] + Math.log(st[3 * r + 1]);
+        const nll = lse - lg[r * V + y];
+        nllSum += nll;
+        lossSum += (1 - eps) * nll + eps * (lse - st[3 * r + 2] / V);
       }
-      this.#k.softmax_row(pl + off, pp + off, V, this.#statsPtr);
-      const lse = st[0] + Math.log(st[1]);
-      const nll = lse - lg[r * V + y];
-      nllSum += nll;
-      lossSum += (1 - eps) * nll + eps * (lse - st[2] / V);
+    } finally {
+      K.free(stats);
     }
     l[0] = count ? lossSum / count : 0;
     l[1] = count ? nllSum / count : 0;
@@ -924,6 +946,15 @@ export class CpuBackend implements Backend {
     const pd = cpu(dlogits).ptr;
     const accumulate = acc("dlogits", dlogits, rows * V);
     const k = scale / count;
+    if (count === rows) {
+      // No ignored row: one pooled pass over all rows, as row by row.
+      this.kernels.map({
+        kernel: "axmb_f32",
+        arrays: [pp, pd],
+        scalars: [k, eps / V, accumulate],
+        n: rows * V,
+      });
+    }
     const dl = f32("dlogits", dlogits);
     for (let r = 0; r < rows; r++) {
       const y = t[r];
@@ -932,14 +963,16 @@ export class CpuBackend implements Backend {
         continue;
       }
       // dlogits (+)= k·(p − ε/V), then the target's extra −k·(1 − ε).
-      this.#k.axmb_f32(
-        pp + 4 * r * V,
-        pd + 4 * r * V,
-        k,
-        eps / V,
-        accumulate,
-        V,
-      );
+      if (count < rows) {
+        this.#k.axmb_f32(
+          pp + 4 * r * V,
+          pd + 4 * r * V,
+          k,
+          eps / V,
+          accumulate,
+          V,
+        );
+      }
       dl[r * V + y] -= k * (1 - eps);
     }
   }
@@ -965,22 +998,22 @@ export class CpuBackend implements Backend {
     const n = p.size;
     const norm = Math.sqrt(f32("sumSq", sumSq)[0]);
     const clip = Math.min(1, maxNorm / (norm + 1e-6));
-    this.#k.adamw_f64(
-      rd("p", p, n),
-      rd("g", g, n),
-      rd("m", m, n),
-      rd("v", v, n),
-      clip,
-      clip < 1 ? 1 : 0,
-      1 - lr * weightDecay,
-      beta1,
-      1 - beta1,
-      beta2,
-      1 - beta2,
-      lr / (1 - beta1 ** step),
-      Math.sqrt(1 - beta2 ** step),
-      eps,
+    this.kernels.map({
+      kernel: "adamw_f64",
+      arrays: [rd("p", p, n), rd("g", g, n), rd("m", m, n), rd("v", v, n)],
+      scalars: [
+        clip,
+        clip < 1 ? 1 : 0,
+        1 - lr * weightDecay,
+        beta1,
+        1 - beta1,
+        beta2,
+        1 - beta2,
+        lr / (1 - beta1 ** step),
+        Math.sqrt(1 - beta2 ** step),
+        eps,
+      ],
       n,
-    );
+    });
   }
 }

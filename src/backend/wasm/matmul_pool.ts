@@ -169,17 +169,48 @@ export const OP_ATTENTION_FWD = 12;
 /** See {@link OP_ATTENTION_FWD}. */
 export const OP_ATTENTION_BWD = 13;
 /**
- * Op code of an elementwise kernel (elements split). Args: which
- * ({@link MAP_KERNELS}), a, b, out.
+ * Op code of `softmax_row` over rows (rows split): row r of `x` softmaxed
+ * into row r of `p`, its stats (max, Σ e^(x − max), Σ x as f64) at
+ * `stats + 24·r`. Args: x, p, row length, stats.
+ */
+export const OP_SOFTMAX = 14;
+
+/**
+ * Op code of an element-wise kernel (elements split). Args: the kernel's
+ * index in {@link MAP_KERNEL_NAMES}, its arrays from argument 1, its scalars
+ * as f64 from argument {@link MAP_SCALARS}.
  */
 export const OP_MAP = 10;
 
-/** The elementwise kernels of {@link OP_MAP}: `(x, o, n)` or `(a, b, o, n)`. */
-export const MAP_KERNELS: readonly ["silu_f32", "relu2_f32", "mul_f32"] = [
-  "silu_f32",
-  "relu2_f32",
-  "mul_f32",
-];
+/**
+ * The element-wise kernels of {@link OP_MAP}: per kernel, its f32 arrays
+ * (byte offsets, split with the elements) and then its scalars (passed
+ * whole: f32, f64 or an i32 flag), in the order of its parameters; the
+ * element count comes last.
+ */
+export const MAP_KERNELS = {
+  fill_f32: [1, 1],
+  clamp_f32: [1, 1],
+  mul_f32: [3, 0],
+  mul_acc_f32: [3, 1],
+  axmb_f32: [2, 3],
+  silu_f32: [2, 0],
+  relu2_f32: [2, 0],
+  silu_bwd_f32: [3, 1],
+  relu2_bwd_f32: [3, 1],
+  adamw_f64: [4, 10],
+} as const satisfies Record<string, readonly [number, number]>;
+
+/** An element-wise kernel of {@link MAP_KERNELS}. */
+export type MapKernel = keyof typeof MAP_KERNELS;
+
+/** The kernels of {@link MAP_KERNELS} in the order of their job index. */
+export const MAP_KERNEL_NAMES: readonly MapKernel[] = Object.keys(
+  MAP_KERNELS,
+) as MapKernel[];
+
+/** Argument word of an {@link OP_MAP} job's first scalar (f64s, two words each). */
+export const MAP_SCALARS = 6;
 
 /** Elements per unit of an {@link OP_MAP} job: chunks start on whole SIMD blocks. */
 export const MAP_UNIT = 256;
@@ -303,6 +334,8 @@ function kernelName(ctrl: Int32Array): string {
       return "rmsnorm_fwd";
     case OP_NLL:
       return "softmax_row (scoring loss)";
+    case OP_SOFTMAX:
+      return "softmax_row";
     case OP_ATTEND:
       return "attention";
     case OP_ATTENTION_FWD:
@@ -310,7 +343,7 @@ function kernelName(ctrl: Int32Array): string {
     case OP_ATTENTION_BWD:
       return "attention backward";
     case OP_MAP:
-      return MAP_KERNELS[ctrl[JOB.args]];
+      return MAP_KERNEL_NAMES[ctrl[JOB.args]];
     case OP_MATMUL_COLS:
       return `matmul_${ctrl[JOB.args + 1]}x${ctrl[JOB.nr]} (columns)`;
     default:
@@ -427,6 +460,18 @@ export function runShare(
     }
     case OP_NLL:
       return nllRows(exports, memory, ctrl, i0, rows, work);
+    case OP_SOFTMAX: {
+      const V = arg(2);
+      for (let r = i0; r < i0 + rows; r++) {
+        exports.softmax_row(
+          arg(0) + 4 * r * V,
+          arg(1) + 4 * r * V,
+          V,
+          arg(3) + 24 * r,
+        );
+      }
+      return;
+    }
     case OP_ATTEND:
       for (let u = i0; u < i0 + rows; u++) attendUnit(exports, ctrl, u, work);
       return;
@@ -462,10 +507,14 @@ export function runShare(
       return;
     }
     case OP_MAP: {
-      const name = MAP_KERNELS[ctrl[JOB.args]];
-      const a = arg(1) + 4 * i0, o = arg(3) + 4 * i0;
-      if (name === "mul_f32") exports.mul_f32(a, arg(2) + 4 * i0, o, rows);
-      else exports[name](a, o, rows);
+      const name = MAP_KERNEL_NAMES[ctrl[JOB.args]];
+      const [arrays, scalars] = MAP_KERNELS[name];
+      const params: number[] = [];
+      for (let i = 0; i < arrays; i++) params.push(arg(1 + i) + 4 * i0);
+      for (let i = 0; i < scalars; i++) {
+        params.push(f64Arg(ctrl, MAP_SCALARS + 2 * i));
+      }
+      exports[name](...params, rows);
       return;
     }
   }

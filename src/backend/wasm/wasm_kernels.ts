@@ -23,8 +23,11 @@ import {
 import {
   f64Words,
   JOB,
+  MAP_KERNEL_NAMES,
   MAP_KERNELS,
+  MAP_SCALARS,
   MAP_UNIT,
+  type MapKernel,
   type MatmulExport,
   MatmulPool,
   OP_ACT_QUANT,
@@ -38,6 +41,7 @@ import {
   OP_NLL,
   OP_QUANTIZE,
   OP_RMSNORM,
+  OP_SOFTMAX,
   OP_TERNARY,
   type PoolExports,
   runHere,
@@ -464,21 +468,32 @@ export interface RmsnormArgs {
   readonly eps: number;
 }
 
-/** An element-wise kernel {@link WasmKernels.map} runs: `o = f(a)`, or `o = a ⊙ b`. */
-export type MapKernel = "silu_f32" | "relu2_f32" | "mul_f32";
+export type { MapKernel };
 
 /** Arguments of {@link WasmKernels.map}; pointers are byte offsets. */
 export interface MapArgs {
   /** The element-wise kernel. */
   readonly kernel: MapKernel;
-  /** First (or only) input, n f32. */
-  readonly a: number;
-  /** Second input of `mul_f32`, n f32. */
-  readonly b?: number;
-  /** Output, n f32 (may alias an input). */
-  readonly o: number;
+  /** Its arrays of `n` f32 in the order of its parameters (outputs may alias inputs). */
+  readonly arrays: readonly number[];
+  /** Its scalar parameters in order (none by default). */
+  readonly scalars?: readonly number[];
   /** Elements. */
   readonly n: number;
+}
+
+/** Arguments of {@link WasmKernels.softmaxRows}; pointers are byte offsets. */
+export interface SoftmaxRowsArgs {
+  /** Input rows, rows × cols f32. */
+  readonly x: number;
+  /** Output rows, rows × cols f32 (may alias x). */
+  readonly p: number;
+  /** Rows. */
+  readonly rows: number;
+  /** Elements per row. */
+  readonly cols: number;
+  /** Per row three f64: the max, Σ e^(x − max) and Σ x. */
+  readonly stats: number;
 }
 
 /** Arguments of {@link WasmKernels.softmaxNll}; pointers are byte offsets. */
@@ -1481,29 +1496,62 @@ export class WasmKernels {
   }
 
   /**
-   * The element-wise kernel `kernel` (`silu_f32`/`relu2_f32`: `o = f(a)`;
-   * `mul_f32`: `o = a ⊙ b`) over `n` floats, split across the pool in whole
-   * blocks of {@link MAP_UNIT} when large: each element computed as alone.
+   * The element-wise kernel `kernel` of {@link MAP_KERNELS} (`o = f(a)`,
+   * products, axpy, clamp, fill, activation gradients, AdamW) over `n`
+   * elements, split across the pool in whole blocks of {@link MAP_UNIT} when
+   * large: each element computed as alone, so any thread count gives the
+   * same bits.
    */
   map(args: MapArgs): void {
-    const { kernel, a, o, n } = args;
-    const which = MAP_KERNELS.indexOf(kernel);
+    const { kernel, arrays, n } = args;
+    const scalars = args.scalars ?? [];
+    const which = MAP_KERNEL_NAMES.indexOf(kernel);
     if (which < 0) throw new RangeError(`kernel: unknown kernel ${kernel}`);
+    const [na, ns] = MAP_KERNELS[kernel];
+    if (arrays.length !== na || scalars.length !== ns) {
+      throw new RangeError(
+        `${kernel}: takes ${na} arrays and ${ns} scalars, got ${arrays.length} and ${scalars.length}`,
+      );
+    }
     checkCount(n, "n");
-    const b = args.b ?? 0;
-    this.#checkRange(a, 4 * n, "a", 4);
-    this.#checkRange(o, 4 * n, "o", 4);
-    if (kernel === "mul_f32") this.#checkRange(b, 4 * n, "b", 4);
+    arrays.forEach((p, i) => this.#checkRange(p, 4 * n, `arrays[${i}]`, 4));
     const pool = this.#poolFor(Math.floor(n / MAP_UNIT), n);
     if (pool === undefined) {
-      if (kernel === "mul_f32") this.#k.mul_f32(a, b, o, n);
-      else this.#k[kernel](a, o, n);
+      this.#exports[kernel](...arrays, ...scalars, n);
       return;
     }
     pool.run(
       OP_MAP,
-      rowArgs([which, a, b, o], n, MAP_UNIT),
+      [
+        ...rowArgs([which, ...arrays], n, MAP_UNIT),
+        ...scalars.flatMap((v, i) =>
+          f64Words(v).map((w, h): [number, number] => [
+            JOB.args + MAP_SCALARS + 2 * i + h,
+            w,
+          ])
+        ),
+      ],
       this.#exports,
+      0,
+    );
+  }
+
+  /**
+   * `softmax_row` of each of `rows` rows (`p = e^(x − max) / Σ`, the sum in
+   * f64), with each row's stats; rows split across the pool when large, each
+   * computed as alone, so any thread count gives the same bits.
+   */
+  softmaxRows(args: SoftmaxRowsArgs): void {
+    const { x, p, rows, cols, stats } = args;
+    checkCount(rows, "rows");
+    checkCount(cols, "cols");
+    this.#checkRange(x, 4 * rows * cols, "x", 4);
+    this.#checkRange(p, 4 * rows * cols, "p", 4);
+    this.#checkRange(stats, 24 * rows, "stats", 8);
+    this.#dispatch(
+      this.#poolFor(rows, rows * cols),
+      OP_SOFTMAX,
+      rowArgs([x, p, cols, stats], rows, 1),
       0,
     );
   }
