@@ -560,6 +560,7 @@ function attentionJob(ctrl: Int32Array): AttentionJob {
     kc: arg(14),
     nc: arg(15),
     matmul: `matmul_${arg(16)}x${arg(17)}`,
+    mr: arg(16),
     scratch: arg(18),
   };
 }

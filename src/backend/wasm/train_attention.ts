@@ -12,8 +12,17 @@
  * @module
  */
 
-/** Query rows per block: causal blocks skip the score columns past the block's last row. */
-export const ATTENTION_BLOCK = 32;
+/**
+ * Query rows per block for a matmul tile of `mr` rows: ~32 (causal blocks
+ * skip the score columns past the block's last row) rounded up to whole
+ * tiles — 32 rows on a 6-row tile left a 2-row edge tile per block (36:
+ * attention forward + backward 5% faster, 7 of 8 alternating rounds on one
+ * thread). The products are the same bits for any block: a block only adds
+ * zero terms (causal probabilities past the diagonal) to a sum.
+ */
+export function attentionBlock(mr: number): number {
+  return mr * Math.ceil(32 / mr);
+}
 
 /** The kernel exports a unit calls. */
 export type AttentionExports = Record<string, (...args: number[]) => unknown>;
@@ -53,6 +62,8 @@ export interface AttentionJob {
   readonly scale: number;
   /** The matmul export, e.g. `matmul_6x8`. */
   readonly matmul: string;
+  /** Rows of its tile. */
+  readonly mr: number;
   /** Rows of A per packed block. */
   readonly mc: number;
   /** Depth per packed block. */
@@ -63,11 +74,12 @@ export interface AttentionJob {
   readonly scratch: number;
 }
 
-/** The row blocks `[t0, t1)` of a sequence of `T` positions. */
-function blocks(T: number): Array<readonly [number, number]> {
+/** The row blocks `[t0, t1)` of the job's sequences of `T` positions. */
+function blocks(j: AttentionJob): Array<readonly [number, number]> {
   const out: Array<readonly [number, number]> = [];
-  for (let t0 = 0; t0 < T; t0 += ATTENTION_BLOCK) {
-    out.push([t0, Math.min(T, t0 + ATTENTION_BLOCK)]);
+  const block = attentionBlock(j.mr);
+  for (let t0 = 0; t0 < j.T; t0 += block) {
+    out.push([t0, Math.min(j.T, t0 + block)]);
   }
   return out;
 }
@@ -133,7 +145,7 @@ export function attentionForwardUnit(
   const pp = j.probs + 4 * u * T * T;
   scoreBlocks(ex, j, work, j.q + qo, j.k + ko, pp);
   ex.softmax_causal(pp, T, T, j.scale);
-  for (const [t0, t1] of blocks(T)) {
+  for (const [t0, t1] of blocks(j)) {
     mixBlock(ex, j, work, pp, j.v + ko, j.out + qo, t0, t1, false);
   }
 }
@@ -152,7 +164,7 @@ function scoreBlocks(
   s: number,
 ): void {
   const { T, D } = j;
-  for (const [t0, t1] of blocks(T)) {
+  for (const [t0, t1] of blocks(j)) {
     matmul(ex, j, work, {
       a: x + 4 * t0 * j.H * D,
       b: y,
@@ -224,7 +236,7 @@ export function attentionBackwardUnit(
     const pp = j.probs + 4 * (b * H + h) * T * T;
     scoreBlocks(ex, j, work, j.out + qo, j.v + ko, dp);
     ex.softmax_bwd(pp, dp, T, T, j.scale);
-    for (const [t0, t1] of blocks(T)) {
+    for (const [t0, t1] of blocks(j)) {
       // Rows t0..t1 of dQ, then columns u0 = t0 .. u1 = t1 of dV and dK.
       mixBlock(ex, j, work, dp, j.k + ko, j.dq + qo, t0, t1, true);
       for (const [src, dst, from] of [[pp, j.dv, j.out], [dp, j.dk, j.q]]) {

@@ -1658,7 +1658,7 @@ export class WasmKernels {
 
   /**
    * Training's causal attention forward: per (sequence, head) the scores in
-   * causal blocks of 32 query rows, the causal softmax scaled by 1/√D into
+   * causal blocks of ~32 query rows (whole matmul tiles), the causal softmax scaled by 1/√D into
    * `probs`, and `out = P·V` (see `train_attention.ts`); the pairs are split
    * across the threads, with the same bits for any count.
    */
