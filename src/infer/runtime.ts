@@ -880,19 +880,16 @@ export class InferenceModel {
       if (b.kNorm !== undefined) this.#norm(b.kNorm, k0, k0, rows * Hkv);
       let q = this.#q0;
       if (rope !== undefined) {
-        t.rope(
-          this.#q0,
-          this.#q,
+        const table = {
           rows,
           T,
-          H,
-          hd,
-          rope.cos,
-          rope.sin,
-          rope.neox,
-          0,
-        );
-        t.rope(k0, kDest, rows, T, Hkv, hd, rope.cos, rope.sin, rope.neox, 0);
+          headDim: hd,
+          cos: rope.cos,
+          sin: rope.sin,
+          neox: rope.neox,
+        };
+        this.kernels.rope({ ...table, x: this.#q0, o: this.#q, heads: H });
+        this.kernels.rope({ ...table, x: k0, o: kDest, heads: Hkv });
         q = this.#q;
       }
       if (!rowsKind) this.#storeKeys(kDest, rows, place, place.k[l]);
@@ -904,7 +901,7 @@ export class InferenceModel {
       }
       this.#prepare(a, rows, d, lin["attn.o"]!);
       this.#apply(lin["attn.o"]!, a, rows, this.#y);
-      t.axmb_f32(this.#y, this.#x, this.#residual, 0, 1, rows * d);
+      this.#addResidual(rows);
       // Feed-forward.
       this.#norm(b.ffnNorm, this.#x, this.#h, rows);
       const up = lin["mlp.up"]!, gate = lin["mlp.gate"];
@@ -935,7 +932,7 @@ export class InferenceModel {
       }
       this.#prepare(f, rows, ffn, lin["mlp.down"]!);
       this.#apply(lin["mlp.down"]!, f, rows, this.#y);
-      t.axmb_f32(this.#y, this.#x, this.#residual, 0, 1, rows * d);
+      this.#addResidual(rows);
     }
   }
 
@@ -1065,13 +1062,23 @@ export class InferenceModel {
     }
   }
 
+  /** `x += residual · y` over `rows` rows (split across the pool). */
+  #addResidual(rows: number): void {
+    this.kernels.map({
+      kernel: "axmb_f32",
+      arrays: [this.#y, this.#x],
+      scalars: [this.#residual, 0, 1],
+      n: rows * this.#d,
+    });
+  }
+
   /** RoPE tables for positions `[pos0, pos0 + T)`, or undefined without RoPE. */
   #ropeAt(
     pos0: number,
     T: number,
-  ): { cos: number; sin: number; neox: number } | undefined {
+  ): { cos: number; sin: number; neox: boolean } | undefined {
     if (!this.config.use_rope) return undefined;
-    const hd = this.#hd, neox = this.config.rope_style === "neox" ? 1 : 0;
+    const hd = this.#hd, neox = this.config.rope_style === "neox";
     if (pos0 + T <= this.#ropeLen) {
       return {
         cos: this.#cos + 4 * pos0 * hd,

@@ -378,6 +378,72 @@ Deno.test("softmaxRows on 1, 2 and 3 threads: bit-identical, rows summing to 1 w
   );
 });
 
+Deno.test("rope on 1, 2 and 3 threads: bit-identical, positions kept across the split", async () => {
+  await onThreads123((pools) =>
+    fc.assert(
+      fc.property(
+        fc.record({
+          seqs: fc.integer({ min: 1, max: 40 }),
+          T: fc.integer({ min: 1, max: 130 }),
+          heads: fc.integer({ min: 1, max: 4 }),
+          half: fc.integer({ min: 1, max: 40 }),
+          neox: fc.boolean(),
+          accumulate: fc.boolean(),
+          seed: fc.integer(),
+        }),
+        ({ seqs, T, heads, half, neox, accumulate, seed }) => {
+          const r = rng(seed), hd = 2 * half, rows = seqs * T;
+          const X = Float32Array.from({ length: rows * heads * hd }, r);
+          const O = Float32Array.from({ length: X.length }, r);
+          const C = Float32Array.from({ length: T * hd }, r);
+          const S = Float32Array.from({ length: T * hd }, r);
+          const outs = pools.map((K) => {
+            const [x, o, cos, sin] = [X, O, C, S].map((a) => put(K, a));
+            K.rope({
+              x,
+              o,
+              rows,
+              T,
+              heads,
+              headDim: hd,
+              cos,
+              sin,
+              neox,
+              accumulate,
+            });
+            const y = bytes(K.f32(o, X.length));
+            for (const p of [x, o, cos, sin]) K.free(p);
+            return y;
+          });
+          assertSame(outs, "rope");
+          // Row r at position r mod T: sequence 1 rotated as sequence 0.
+          if (seqs > 1 && !accumulate) {
+            const K = pools[2], w = T * heads * hd;
+            const x = put(K, X.slice(w, 2 * w)), o = K.alloc(4 * w);
+            const cos = put(K, C), sin = put(K, S);
+            K.rope({ x, o, rows: T, T, heads, headDim: hd, cos, sin, neox });
+            const alone = bytes(K.f32(o, w));
+            for (const p of [x, o, cos, sin]) K.free(p);
+            assertSame([alone, outs[2].slice(4 * w, 8 * w)], "sequence 1");
+          }
+        },
+      ),
+      {
+        numRuns: 15,
+        examples: [[{
+          seqs: 40,
+          T: 128,
+          heads: 4,
+          half: 32,
+          neox: true,
+          accumulate: false,
+          seed: 1,
+        }]],
+      },
+    )
+  );
+});
+
 Deno.test("softmaxNll: the one-thread softmax_row loop's losses bit for bit on 1, 2 and 3 threads", async () => {
   await onThreads123((pools) =>
     fc.assert(

@@ -780,18 +780,18 @@ export class CpuBackend implements Backend {
     const name = inverse ? "dx" : "out";
     const accumulate = inverse ? acc(name, out, n) : (wr(name, out, n), 0);
     const t = this.#rope.get(shape);
-    this.#k.rope(
-      px,
-      cpu(out).ptr,
-      batch * seqLen,
-      seqLen,
+    this.kernels.rope({
+      x: px,
+      o: cpu(out).ptr,
+      rows: batch * seqLen,
+      T: seqLen,
       heads,
       headDim,
-      t.cos,
-      inverse ? t.sinNeg : t.sin,
-      shape.style === "neox" ? 1 : 0,
-      accumulate,
-    );
+      cos: t.cos,
+      sin: inverse ? t.sinNeg : t.sin,
+      neox: shape.style === "neox",
+      accumulate: accumulate === 1,
+    });
   }
 
   attention(

@@ -176,6 +176,12 @@ export const OP_ATTENTION_BWD = 13;
 export const OP_SOFTMAX = 14;
 
 /**
+ * Op code of `rope` (rows split in whole sequences, so that row r keeps
+ * position r mod T). Args: x, o, T, heads, head dim, cos, sin, neox, acc.
+ */
+export const OP_ROPE = 15;
+
+/**
  * Op code of an element-wise kernel (elements split). Args: the kernel's
  * index in {@link MAP_KERNEL_NAMES}, its arrays from argument 1, its scalars
  * as f64 from argument {@link MAP_SCALARS}.
@@ -336,6 +342,8 @@ function kernelName(ctrl: Int32Array): string {
       return "softmax_row (scoring loss)";
     case OP_SOFTMAX:
       return "softmax_row";
+    case OP_ROPE:
+      return "rope";
     case OP_ATTEND:
       return "attention";
     case OP_ATTENTION_FWD:
@@ -460,6 +468,22 @@ export function runShare(
     }
     case OP_NLL:
       return nllRows(exports, memory, ctrl, i0, rows, work);
+    case OP_ROPE: {
+      const row = 4 * i0 * arg(3) * arg(4);
+      exports.rope(
+        arg(0) + row,
+        arg(1) + row,
+        rows,
+        arg(2),
+        arg(3),
+        arg(4),
+        arg(5),
+        arg(6),
+        arg(7),
+        arg(8),
+      );
+      return;
+    }
     case OP_SOFTMAX: {
       const V = arg(2);
       for (let r = i0; r < i0 + rows; r++) {

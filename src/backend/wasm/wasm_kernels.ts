@@ -41,6 +41,7 @@ import {
   OP_NLL,
   OP_QUANTIZE,
   OP_RMSNORM,
+  OP_ROPE,
   OP_SOFTMAX,
   OP_TERNARY,
   type PoolExports,
@@ -480,6 +481,30 @@ export interface MapArgs {
   readonly scalars?: readonly number[];
   /** Elements. */
   readonly n: number;
+}
+
+/** Arguments of {@link WasmKernels.rope}; pointers are byte offsets. */
+export interface RopeArgs {
+  /** Input rows, rows × heads × headDim f32. */
+  readonly x: number;
+  /** Output rows (added into with `accumulate`). */
+  readonly o: number;
+  /** Rows: sequences of `T` positions, row r at position r mod T. */
+  readonly rows: number;
+  /** Positions per sequence. */
+  readonly T: number;
+  /** Heads per row. */
+  readonly heads: number;
+  /** Head width (even). */
+  readonly headDim: number;
+  /** Per position `headDim` cosines, T × headDim f32. */
+  readonly cos: number;
+  /** Per position `headDim` signed sines (negated for the inverse), T × headDim f32. */
+  readonly sin: number;
+  /** NEOX pairs (j, j + headDim/2); else adjacent pairs (2i, 2i + 1). */
+  readonly neox: boolean;
+  /** Add into `o` instead of overwriting it. */
+  readonly accumulate?: boolean;
 }
 
 /** Arguments of {@link WasmKernels.softmaxRows}; pointers are byte offsets. */
@@ -1532,6 +1557,49 @@ export class WasmKernels {
         ),
       ],
       this.#exports,
+      0,
+    );
+  }
+
+  /**
+   * Rotary embedding of `rows` rows with per-position tables (`rope`),
+   * split across the pool in whole sequences when large; each row computed
+   * as alone, so any thread count gives the same bits.
+   */
+  rope(args: RopeArgs): void {
+    const { x, o, rows, T, heads, headDim, cos, sin } = args;
+    checkCount(rows, "rows");
+    checkCount(T, "T");
+    checkCount(heads, "heads");
+    checkCount(headDim, "headDim");
+    if (T === 0 || headDim % 2 !== 0) {
+      throw new RangeError(
+        `rope: T must be positive and headDim even, got ${T} and ${headDim}`,
+      );
+    }
+    const n = rows * heads * headDim;
+    this.#checkRange(x, 4 * n, "x", 4);
+    this.#checkRange(o, 4 * n, "o", 4);
+    this.#checkRange(cos, 4 * T * headDim, "cos", 4);
+    this.#checkRange(sin, 4 * T * headDim, "sin", 4);
+    this.#dispatch(
+      this.#poolFor(Math.ceil(rows / T), n),
+      OP_ROPE,
+      rowArgs(
+        [
+          x,
+          o,
+          T,
+          heads,
+          headDim,
+          cos,
+          sin,
+          args.neox ? 1 : 0,
+          args.accumulate ? 1 : 0,
+        ],
+        rows,
+        T,
+      ),
       0,
     );
   }
