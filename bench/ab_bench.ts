@@ -5,6 +5,9 @@
  *
  * - `step` (default): training step tokens/s of `ref-4m` (`measureStepSeconds`,
  *   forward + backward, 3 timed steps) on `--threads N` threads (default 1);
+ * - `scoring`: forward-only scoring tokens/s of a random `ref-4m`
+ *   (`InferenceModel.nll`, batch 16 × seq 128) on `--threads N` threads, each
+ *   checkout with its own runtime kernels and tuned blocking;
  * - `matmul`: one-thread f32 matmul GFLOP/s on every shape of a `ref-4m`
  *   training step, each checkout with its own kernels and the blocking it
  *   tunes (or `--config '{"tile":"6x8","mc":48,"kc":256,"nc":1024}'` for both).
@@ -12,7 +15,7 @@
  * Prints every round and, per figure, the rounds this checkout won and the
  * median ratio this/other (and the best-rate ratio for matmul shapes).
  *
- * Run: `deno run -A bench/ab_bench.ts --against DIR [step|matmul]
+ * Run: `deno run -A bench/ab_bench.ts --against DIR [step|scoring|matmul]
  * [--threads N] [--rounds R] [--config JSON]`.
  *
  * @module
@@ -30,12 +33,16 @@ const against = flag("--against");
 if (against === undefined || against === "") {
   throw new RangeError("--against: the other checkout's directory is needed");
 }
-const what = args.includes("matmul") ? "matmul" : "step";
+const what = args.includes("matmul")
+  ? "matmul"
+  : args.includes("scoring")
+  ? "scoring"
+  : "step";
 const threads = positiveCount("--threads", flag("--threads"), 1);
 const rounds = positiveCount(
   "--rounds",
   flag("--rounds"),
-  what === "step" ? 6 : 10,
+  what === "matmul" ? 10 : 6,
 );
 const here = new URL("..", import.meta.url);
 const there = pathToFileURL(resolve(against) + "/");
@@ -51,7 +58,100 @@ function summary(a: number[], b: number[]): string {
   }`;
 }
 
-if (what === "step") {
+/** Alternates `a` and `b` (order flipped each round), printing each round's tokens/s. */
+async function alternate(
+  what: string,
+  a: () => Promise<number>,
+  b: () => Promise<number>,
+): Promise<void> {
+  const ra: number[] = [], rb: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    if (r % 2) {
+      rb.push(await b());
+      ra.push(await a());
+    } else {
+      ra.push(await a());
+      rb.push(await b());
+    }
+    console.log(
+      `round ${r + 1}: this ${ra[r].toFixed(0)}, other ${
+        rb[r].toFixed(0)
+      } tokens/s (${threads} threads)`,
+    );
+  }
+  console.log(`${what}: ${summary(ra, rb)}`);
+}
+
+/**
+ * Scoring of a random `ref-4m` with `root`'s runtime: `time` scores one
+ * batch and returns tokens/s; `close` ends its workers (else the process
+ * would not exit).
+ */
+async function scorer(
+  root: URL,
+): Promise<{ time: () => Promise<number>; close: () => void }> {
+  const [W, Tu, C, P, R, Tok, Ten, F, I] = await Promise.all([
+    load(root, "src/backend/wasm/wasm_kernels.ts"),
+    load(root, "src/backend/cpu/matmul_tuning.ts"),
+    load(root, "src/common/config.ts"),
+    load(root, "src/common/presets.ts"),
+    load(root, "src/common/rng.ts"),
+    load(root, "src/common/tokenizer.ts"),
+    load(root, "src/core/tensors.ts"),
+    load(root, "src/infer/from_latents.ts"),
+    load(root, "src/infer/runtime.ts"),
+  ]);
+  const config = P.preset("ref-4m");
+  const kernels = await W.WasmKernels.create({ sharedMemory: true, threads });
+  kernels.matmulConfig = Tu.tunedMatmulConfig(kernels);
+  const rng = new R.Rng(1);
+  const params = new Map<string, Float32Array>();
+  for (const s of Ten.modelTensors(config)) {
+    const v = new Float32Array(Ten.tensorNumel(s));
+    for (let i = 0; i < v.length; i++) {
+      v[i] = s.kind === "norm" ? 1 : 0.035 * (2 * rng.nextFloat() - 1);
+    }
+    params.set(s.name, v);
+  }
+  const model = await I.InferenceModel.create(
+    F.weightsFromTrainedRun({
+      config,
+      bitMap: C.resolveBitMap(config),
+      tokenizer: new Tok.Tokenizer([...Tok.BYTE_TO_CHAR], [], []),
+      params,
+      lambda: 1,
+    }),
+    { kernels },
+  );
+  const batch = 16, seqLen = 128, n = batch * seqLen;
+  const tokens = Int32Array.from(
+    { length: n + 1 },
+    () => rng.nextInt(config.vocab_size),
+  );
+  const ids = tokens.subarray(0, n), targets = tokens.subarray(1);
+  model.nll(ids, targets, batch, seqLen);
+  return {
+    time: () => {
+      const t0 = performance.now();
+      model.nll(ids, targets, batch, seqLen);
+      return Promise.resolve(n / ((performance.now() - t0) / 1000));
+    },
+    close: () => {
+      model.release();
+      kernels.close();
+    },
+  };
+}
+
+if (what === "scoring") {
+  const a = await scorer(here), b = await scorer(there);
+  try {
+    await alternate("scoring", a.time, b.time);
+  } finally {
+    a.close();
+    b.close();
+  }
+} else if (what === "step") {
   const tps = async (root: URL): Promise<number> => {
     const [{ Effect }, T, S, P] = await Promise.all([
       import("effect"),
@@ -68,23 +168,7 @@ if (what === "step") {
     );
     return settings.batch * settings.seqLen / sec;
   };
-  const a: number[] = [], b: number[] = [];
-  for (let r = 0; r < rounds; r++) {
-    // The order flips every round.
-    if (r % 2) {
-      b.push(await tps(there));
-      a.push(await tps(here));
-    } else {
-      a.push(await tps(here));
-      b.push(await tps(there));
-    }
-    console.log(
-      `round ${r + 1}: this ${a[r].toFixed(0)}, other ${
-        b[r].toFixed(0)
-      } tokens/s (${threads} threads)`,
-    );
-  }
-  console.log(`training step: ${summary(a, b)}`);
+  await alternate("training step", () => tps(here), () => tps(there));
 } else {
   const T = 2048;
   const shapes = [
