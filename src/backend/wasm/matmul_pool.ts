@@ -32,6 +32,7 @@
 
 import {
   attentionBackwardUnit,
+  attentionBlock,
   attentionForwardUnit,
   type AttentionJob,
 } from "./train_attention.ts";
@@ -150,7 +151,7 @@ export const OP_NLL = 8;
 /**
  * Op code of causal attention over whole sequences (units of one (sequence,
  * head) split): per unit, as the runtime's one-thread attention computes it
- * (score matmuls in blocks of {@link ATTEND_BLOCK} query rows,
+ * (score matmuls in query blocks of whole tiles as training's, `attentionBlock`,
  * `softmax_causal`, value matmuls). Args: q, k, v, out, T, qRow, kvRow, head
  * dim, heads, heads per kv head, k/v bytes per sequence, the scores' byte
  * offset in the thread's workspace, scale (f32 bits), then the matmul's mc,
@@ -220,9 +221,6 @@ export const MAP_SCALARS = 6;
 
 /** Elements per unit of an {@link OP_MAP} job: chunks start on whole SIMD blocks. */
 export const MAP_UNIT = 256;
-
-/** Query rows per block of {@link OP_ATTEND}'s score products (as training's attention). */
-export const ATTEND_BLOCK = 32;
 
 /** The kernel module's exports as the pool calls them. */
 export type PoolExports = Record<string, (...args: number[]) => unknown>;
@@ -655,8 +653,9 @@ function attendUnit(
   const S = work + arg(11), scale = f32Bits(ctrl[JOB.args + 12]);
   const mc = arg(13), kc = arg(14), nc = arg(15);
   const matmul = exports[`matmul_${arg(16)}x${arg(17)}`];
-  for (let t0 = 0; t0 < T; t0 += ATTEND_BLOCK) {
-    const t1 = Math.min(T, t0 + ATTEND_BLOCK);
+  const block = attentionBlock(arg(16));
+  for (let t0 = 0; t0 < T; t0 += block) {
+    const t1 = Math.min(T, t0 + block);
     // S[t0:t1, 0:t1] = Q_h[t0:t1] · K_gᵀ (transposed B).
     matmul(
       q + 4 * (t0 * qRow + h * D),
@@ -676,8 +675,8 @@ function attendUnit(
     );
   }
   exports.softmax_causal(S, T, T, scale);
-  for (let t0 = 0; t0 < T; t0 += ATTEND_BLOCK) {
-    const t1 = Math.min(T, t0 + ATTEND_BLOCK);
+  for (let t0 = 0; t0 < T; t0 += block) {
+    const t1 = Math.min(T, t0 + block);
     matmul(
       S + 4 * t0 * T,
       v + 4 * g * D,
