@@ -374,9 +374,10 @@ function packB(nr: number): string {
  * at run time: `$mcb` rows of A (a multiple of mr), `$kcb` depth (a multiple
  * of 4) and `$ncb` columns of B (a multiple of nr) per packed block. Flags bit
  * 0: A is stored K×M (transposed), bit 1: B is stored N×K, bit 2: accumulate
- * into C. Leading dimensions in elements. The workspace `$work` holds the
- * spill tile (mr·nr floats), the packed A block (4·mcb·kcb floats: splatted)
- * and the packed B block (ncb·kcb), in that order.
+ * into C, bit 3: B is already packed (by `pack_b_<nr>` with the same blocking;
+ * the pool's threads share one packing). Leading dimensions in elements. The
+ * workspace `$work` holds the spill tile (mr·nr floats), the packed A block
+ * (4·mcb·kcb floats: splatted) and the packed B block (ncb·kcb), in that order.
  */
 function matmul(t: MatmulTile): string {
   const { mr: MR, nr: NR } = t;
@@ -391,11 +392,12 @@ function matmul(t: MatmulTile): string {
   (local $tile i32) (local $pA i32) (local $pB i32)
   (local $jc i32) (local $nc i32) (local $pc i32) (local $kc i32) (local $kcp i32)
   (local $ic i32) (local $mc i32) (local $jr i32) (local $ir i32) (local $add i32)
-  (local $mr i32) (local $nr i32)
+  (local $mr i32) (local $nr i32) (local $pBw i32) (local $kp i32) (local $ncp i32)
   (if (i32.or (i32.eqz (local.get $m)) (i32.eqz (local.get $n))) (then (return)))
   (local.set $tile (local.get $work))
   (local.set $pA (i32.add (local.get $work) (i32.const ${MR * NR * 4})))
-  (local.set $pB (i32.add (local.get $pA) (i32.shl (i32.mul (local.get $mcb) (local.get $kcb)) (i32.const 4))))
+  (local.set $pBw (i32.add (local.get $pA) (i32.shl (i32.mul (local.get $mcb) (local.get $kcb)) (i32.const 4))))
+  (local.set $kp (i32.and (i32.add (local.get $k) (i32.const 3)) (i32.const -4)))
   (if (i32.and (local.get $flags) (i32.const 1))
     (then (local.set $rsA (i32.const 4)) (local.set $csA (i32.shl (local.get $lda) (i32.const 2))))
     (else (local.set $rsA (i32.shl (local.get $lda) (i32.const 2))) (local.set $csA (i32.const 4))))
@@ -406,16 +408,24 @@ function matmul(t: MatmulTile): string {
   (loop $jloop
     (local.set $nc (i32.sub (local.get $n) (local.get $jc)))
     (if (i32.gt_u (local.get $nc) (local.get $ncb)) (then (local.set $nc (local.get $ncb))))
+    (local.set $ncp (i32.mul (i32.div_u (i32.add (local.get $nc) (i32.const ${
+    NR - 1
+  })) (i32.const ${NR})) (i32.const ${NR})))
     (local.set $pc (i32.const 0))
     ;; Runs at least once so that K = 0 still writes C = 0 (or leaves C += 0).
     (loop $ploop
       (local.set $kc (i32.sub (local.get $k) (local.get $pc)))
       (if (i32.gt_u (local.get $kc) (local.get $kcb)) (then (local.set $kc (local.get $kcb))))
       (local.set $kcp (i32.and (i32.add (local.get $kc) (i32.const 3)) (i32.const -4)))
-      (call $packB_${NR}
-        (i32.add (local.get $b) (i32.add (i32.mul (local.get $pc) (local.get $rsB))
-          (i32.mul (local.get $jc) (local.get $csB))))
-        (local.get $rsB) (local.get $csB) (local.get $kc) (local.get $kcp) (local.get $nc) (local.get $pB))
+      (if (i32.and (local.get $flags) (i32.const 8))
+        (then (local.set $pB (i32.add (local.get $b) (i32.shl (i32.add
+          (i32.mul (local.get $jc) (local.get $kp)) (i32.mul (local.get $pc) (local.get $ncp))) (i32.const 2)))))
+        (else
+          (local.set $pB (local.get $pBw))
+          (call $packB_${NR}
+            (i32.add (local.get $b) (i32.add (i32.mul (local.get $pc) (local.get $rsB))
+              (i32.mul (local.get $jc) (local.get $csB))))
+            (local.get $rsB) (local.get $csB) (local.get $kc) (local.get $kcp) (local.get $nc) (local.get $pB))))
       (local.set $add (i32.or (i32.ne (i32.and (local.get $flags) (i32.const 4)) (i32.const 0))
         (i32.ne (local.get $pc) (i32.const 0))))
       (local.set $ic (i32.const 0))
@@ -454,6 +464,47 @@ function matmul(t: MatmulTile): string {
     (br_if $jloop (i32.lt_u (local.get $jc) (local.get $n)))))`;
 }
 
+/**
+ * All of op(B) (K×N) packed as the drivers pack it block by block, for a
+ * driver called with flag 8: column block `jc` (`ncb` wide, its width
+ * padded to whole panels as `ncp`) at float `jc·kp`, its depth block `pc` at
+ * `pc·ncp` after that (`kp`: K rounded up to 4). Flag bit 1: B is stored N×K.
+ */
+function packBAll(nr: number): string {
+  return `
+(func (export "pack_b_${nr}") (param $b i32) (param $ldb i32) (param $flags i32)
+  (param $n i32) (param $k i32) (param $kcb i32) (param $ncb i32) (param $dst i32)
+  (local $rsB i32) (local $csB i32) (local $jc i32) (local $nc i32) (local $ncp i32)
+  (local $pc i32) (local $kc i32) (local $kp i32)
+  (if (i32.and (local.get $flags) (i32.const 2))
+    (then (local.set $rsB (i32.const 4)) (local.set $csB (i32.shl (local.get $ldb) (i32.const 2))))
+    (else (local.set $rsB (i32.shl (local.get $ldb) (i32.const 2))) (local.set $csB (i32.const 4))))
+  (local.set $kp (i32.and (i32.add (local.get $k) (i32.const 3)) (i32.const -4)))
+  (block $jend (loop $jloop
+    (br_if $jend (i32.ge_u (local.get $jc) (local.get $n)))
+    (local.set $nc (i32.sub (local.get $n) (local.get $jc)))
+    (if (i32.gt_u (local.get $nc) (local.get $ncb)) (then (local.set $nc (local.get $ncb))))
+    (local.set $ncp (i32.mul (i32.div_u (i32.add (local.get $nc) (i32.const ${
+    nr - 1
+  })) (i32.const ${nr})) (i32.const ${nr})))
+    (local.set $pc (i32.const 0))
+    (block $pend (loop $ploop
+      (br_if $pend (i32.ge_u (local.get $pc) (local.get $k)))
+      (local.set $kc (i32.sub (local.get $k) (local.get $pc)))
+      (if (i32.gt_u (local.get $kc) (local.get $kcb)) (then (local.set $kc (local.get $kcb))))
+      (call $packB_${nr}
+        (i32.add (local.get $b) (i32.add (i32.mul (local.get $pc) (local.get $rsB))
+          (i32.mul (local.get $jc) (local.get $csB))))
+        (local.get $rsB) (local.get $csB) (local.get $kc)
+        (i32.and (i32.add (local.get $kc) (i32.const 3)) (i32.const -4)) (local.get $nc)
+        (i32.add (local.get $dst) (i32.shl (i32.add (i32.mul (local.get $jc) (local.get $kp))
+          (i32.mul (local.get $pc) (local.get $ncp))) (i32.const 2))))
+      (local.set $pc (i32.add (local.get $pc) (local.get $kcb)))
+      (br $ploop)))
+    (local.set $jc (i32.add (local.get $jc) (local.get $ncb)))
+    (br $jloop))))`;
+}
+
 /** Every tile's micro-kernel, A and B packers (shared by tile width/height) and driver. */
 function matmulKernels(v: WasmVariant): string {
   const mrs = [...new Set(MATMUL_TILES.map((t) => t.mr))];
@@ -462,6 +513,7 @@ function matmulKernels(v: WasmVariant): string {
     ...MATMUL_TILES.map((t) => microKernel(v, t)),
     ...mrs.map(packA),
     ...nrs.map(packB),
+    ...nrs.map(packBAll),
     ...MATMUL_TILES.map(matmul),
   ]);
 }

@@ -8,6 +8,7 @@ import fc from "fast-check";
 import { Effect } from "effect";
 import { CpuBackend } from "../../src/backend/cpu/cpu_backend.ts";
 import {
+  MATMUL_TILES,
   ternaryPaddedCols,
   WasmKernels,
 } from "../../src/backend/wasm/wasm_kernels.ts";
@@ -43,22 +44,32 @@ async function onPools(body: (pools: WasmKernels[]) => void): Promise<void> {
   }
 }
 
-Deno.test("matmul on 1, 2 and 3 threads: bit-identical on random shapes and layouts", () =>
+Deno.test("matmul on 1, 2 and 3 threads: bit-identical on random shapes, layouts and blockings", () =>
   onPools((pools) => {
     assert.deepEqual(pools.map((k) => k.threads), [1, 2, 3]);
+    const initial = pools[0].matmulConfig;
     fc.assert(
       fc.property(
         fc.record({
-          m: fc.integer({ min: 1, max: 300 }),
+          m: fc.integer({ min: 1, max: 600 }),
           n: fc.integer({ min: 1, max: 90 }),
           k: fc.integer({ min: 0, max: 400 }),
           transA: fc.boolean(),
           transB: fc.boolean(),
           accumulate: fc.boolean(),
           padC: fc.nat(3),
+          // Small blocks: several column and depth blocks of the B that the
+          // pool packs once for all chunks.
+          tile: fc.option(fc.constantFrom(...MATMUL_TILES)),
           seed: fc.integer(),
         }),
-        ({ m, n, k, transA, transB, accumulate, padC, seed }) => {
+        ({ m, n, k, transA, transB, accumulate, padC, tile, seed }) => {
+          for (const K of pools) {
+            const [mr, nr] = (tile ?? "1x1").split("x").map(Number);
+            K.matmulConfig = tile === null
+              ? initial
+              : { tile, mc: 2 * mr, kc: 8, nc: 2 * nr };
+          }
           const r = rng(seed);
           const A = Float32Array.from({ length: m * k }, r);
           const B = Float32Array.from({ length: k * n }, r);
@@ -79,8 +90,9 @@ Deno.test("matmul on 1, 2 and 3 threads: bit-identical on random shapes and layo
           assert.deepEqual(outs[2], outs[0]);
         },
       ),
-      { numRuns: 25 },
+      { numRuns: 40 },
     );
+    for (const K of pools) K.matmulConfig = initial;
   }));
 
 Deno.test("ternaryMatmul on 1, 2 and 3 threads: bit-identical", () =>
