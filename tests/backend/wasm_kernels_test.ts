@@ -774,7 +774,11 @@ Deno.test("ternaryScale: the one magnitude of ternary × scale weights, undefine
     fc.assert(
       fc.property(
         fc.integer({ min: 1, max: 700 }),
-        fc.float({ min: Math.fround(1e-30), max: Math.fround(1e30), noNaN: true }),
+        fc.float({
+          min: Math.fround(1e-30),
+          max: Math.fround(1e30),
+          noNaN: true,
+        }),
         fc.integer(),
         fc.constantFrom("ternary", "zeros", "other", "nan", "inf"),
         (n, a, seed, kind) => {

@@ -2,11 +2,13 @@
  * The thread pool of {@link WasmKernels}: `threads − 1` workers (the calling
  * thread is the first) that run the same kernel module on the same shared
  * `WebAssembly.Memory`. Jobs: the f32 matmul (rows of C split), the int8 ×
- * ternary and int8 × int8 matmuls (tokens split), and the row jobs of the
- * forward pass — quantization, RMSNorm, element-wise activations, the
- * scoring loss (rows split), whole-sequence attention ((sequence, head)
- * pairs split) and training's attention forward and backward ((sequence,
- * head) and (sequence, KV head) units).
+ * ternary and int8 × int8 matmuls (tokens split), the row jobs —
+ * quantization, RMSNorm, softmax rows, the scoring loss (rows split), RoPE
+ * (whole sequences), the element-wise kernels of training and scoring
+ * (elements split: activations and their gradients, products, axpy, AdamW…)
+ * — whole-sequence attention ((sequence, head) pairs split) and training's
+ * attention forward and backward ((sequence, head) and (sequence, KV head)
+ * units).
  *
  * Protocol, over a control block of i32 words in that memory ({@link JOB}):
  * the caller writes a job (the matmul's arguments, tile and row chunk), zeroes
@@ -104,7 +106,11 @@ export const JOB = {
   words: 224,
 } as const;
 
-/** Op code of an f32 matmul job (rows of C split). */
+/**
+ * Op code of an f32 matmul job (rows of C split). With more chunks than
+ * threads the caller packs B once (`pack_b_<nr>`) and the job's flags carry
+ * bit 8: the chunks read that packing instead of packing B again each.
+ */
 export const OP_MATMUL = 1;
 /**
  * Op code of an f32 matmul job with the columns of C split (for a C much
@@ -151,7 +157,7 @@ export const OP_NLL = 8;
 /**
  * Op code of causal attention over whole sequences (units of one (sequence,
  * head) split): per unit, as the runtime's one-thread attention computes it
- * (score matmuls in query blocks of whole tiles as training's, `attentionBlock`,
+ * (score matmuls in the query blocks of `attentionBlock`, as training's,
  * `softmax_causal`, value matmuls). Args: q, k, v, out, T, qRow, kvRow, head
  * dim, heads, heads per kv head, k/v bytes per sequence, the scores' byte
  * offset in the thread's workspace, scale (f32 bits), then the matmul's mc,
@@ -195,7 +201,9 @@ export const OP_MAP = 10;
  * whole: f32, f64 or an i32 flag), in the order of its parameters; the
  * element count comes last.
  */
-export const MAP_KERNELS = {
+export const MAP_KERNELS: Readonly<
+  Record<MapKernel, readonly [arrays: number, scalars: number]>
+> = {
   fill_f32: [1, 1],
   clamp_f32: [1, 1],
   mul_f32: [3, 0],
@@ -206,10 +214,20 @@ export const MAP_KERNELS = {
   silu_bwd_f32: [3, 1],
   relu2_bwd_f32: [3, 1],
   adamw_f64: [4, 10],
-} as const satisfies Record<string, readonly [number, number]>;
+};
 
 /** An element-wise kernel of {@link MAP_KERNELS}. */
-export type MapKernel = keyof typeof MAP_KERNELS;
+export type MapKernel =
+  | "fill_f32"
+  | "clamp_f32"
+  | "mul_f32"
+  | "mul_acc_f32"
+  | "axmb_f32"
+  | "silu_f32"
+  | "relu2_f32"
+  | "silu_bwd_f32"
+  | "relu2_bwd_f32"
+  | "adamw_f64";
 
 /** The kernels of {@link MAP_KERNELS} in the order of their job index. */
 export const MAP_KERNEL_NAMES: readonly MapKernel[] = Object.keys(

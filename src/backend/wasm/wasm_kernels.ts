@@ -897,6 +897,12 @@ const MAX_PAGES = 65536;
 const ALIGN = 64;
 const I32_MAX = 0x7fffffff;
 
+/** A block of the arena that is kept and grown (0 bytes: none yet). */
+interface GrownBlock {
+  ptr: number;
+  bytes: number;
+}
+
 /**
  * The words of a row job: its arguments at `JOB.args`, `units` units to split
  * (`JOB.m`) in chunks of whole `unit`s (`JOB.mr`).
@@ -950,15 +956,15 @@ export class WasmKernels {
   readonly #freeList: { ptr: number; size: number }[] = [];
   readonly #sizes = new Map<number, number>();
   #top = ALIGN; // the first 64 bytes stay unused so that no pointer is 0
-  #work = 0;
-  #workBytes = 0;
+  /** This thread's matmul workspace. */
+  readonly #work: GrownBlock = { ptr: 0, bytes: 0 };
   #matmulConfig: MatmulConfig = DEFAULT_MATMUL_CONFIG;
   #matmulFn: MatmulExport;
   #pool: MatmulPool | undefined;
-  #packedBPtr = 0;
-  #packedBBytes = 0;
-  /** Workspace pointer and size of each pool worker (index 0 unused: the caller's is #work). */
-  readonly #poolWork: { ptr: number; bytes: number }[] = [];
+  /** B packed once for a pooled matmul's chunks. */
+  readonly #packedB: GrownBlock = { ptr: 0, bytes: 0 };
+  /** Workspace of each pool worker (index 0 unused: the caller's is #work). */
+  readonly #poolWork: GrownBlock[] = [];
 
   private constructor(
     variant: WasmVariant,
@@ -1254,11 +1260,13 @@ export class WasmKernels {
       return;
     }
     // More chunks than threads: B is packed once here for all of them (flag
-    // 8), not again by every chunk. Two threads, alternating 10 rounds:
-    // the head's forward 1.07×, linears' dX 1.00–1.04×; with a chunk a
-    // thread, this thread packing alone made dW 0.95×.
+    // 8), not again by every chunk. Two threads, alternating 10 rounds: the
+    // head's forward 1.12×, dX 1.01–1.04×, the training shapes' geomean
+    // 1.03×. With a chunk a thread, this thread packing alone made dW 0.95×,
+    // and packing split over the threads as a job of its own lost 2%.
     const kp = (k + 3) & ~3, jcLast = Math.floor((n - 1) / nc) * nc;
-    const packed = this.#packedB(
+    const packed = this.#grow(
+      this.#packedB,
       4 * kp * (jcLast + Math.ceil((n - jcLast) / nr) * nr),
     );
     this.#exports[`pack_b_${nr}`](b, ldb, flags & 2, n, k, kc, nc, packed);
@@ -1275,16 +1283,6 @@ export class WasmKernels {
     );
   }
 
-  /** A buffer of at least `bytes` bytes for a matmul's packed B (kept and grown). */
-  #packedB(bytes: number): number {
-    if (bytes > this.#packedBBytes) {
-      if (this.#packedBPtr !== 0) this.free(this.#packedBPtr);
-      this.#packedBPtr = this.alloc(bytes);
-      this.#packedBBytes = bytes;
-    }
-    return this.#packedBPtr;
-  }
-
   /** The register tile and cache blocking {@link matmul} runs with. */
   get matmulConfig(): MatmulConfig {
     return this.#matmulConfig;
@@ -1298,12 +1296,17 @@ export class WasmKernels {
   }
 
   #workspace(bytes: number): number {
-    if (bytes > this.#workBytes) {
-      if (this.#work !== 0) this.free(this.#work);
-      this.#work = this.alloc(bytes);
-      this.#workBytes = bytes;
+    return this.#grow(this.#work, bytes);
+  }
+
+  /** `block`'s pointer, reallocated first when it holds fewer than `bytes` bytes (kept, grown). */
+  #grow(block: GrownBlock, bytes: number): number {
+    if (bytes > block.bytes) {
+      if (block.ptr !== 0) this.free(block.ptr);
+      block.ptr = this.alloc(bytes);
+      block.bytes = bytes;
     }
-    return this.#work;
+    return block.ptr;
   }
 
   /** Gives every pool worker a workspace of at least `bytes` bytes (the caller's is {@link #workspace}). */
@@ -1311,10 +1314,7 @@ export class WasmKernels {
     for (let i = 1; i < pool.threads; i++) {
       const w = this.#poolWork[i] ??= { ptr: 0, bytes: 0 };
       if (w.bytes < bytes) {
-        if (w.ptr !== 0) this.free(w.ptr);
-        w.ptr = this.alloc(bytes);
-        w.bytes = bytes;
-        this.i32(pool.control, JOB.words)[JOB.work + i] = w.ptr;
+        this.i32(pool.control, JOB.words)[JOB.work + i] = this.#grow(w, bytes);
       }
     }
   }
@@ -1694,9 +1694,10 @@ export class WasmKernels {
   /**
    * Causal attention of `seqs` whole sequences of `T` tokens from position 0,
    * as the training model computes it: per sequence and head, `S = Q·Kᵀ` by
-   * {@link matmul}s in blocks of 32 query rows, `softmax_causal` (scaled by
-   * `scale`), then `P·V`. The (sequence, head) pairs split across the pool,
-   * each computed as alone: the same bits for any thread count.
+   * {@link matmul}s in blocks of ~32 query rows (whole tiles),
+   * `softmax_causal` (scaled by `scale`), then `P·V`. The (sequence, head)
+   * pairs split across the pool, each computed as alone: the same bits for
+   * any thread count.
    */
   attendRows(args: AttendRowsArgs): void {
     const { q, k, v, out, seqs, T, heads, kvHeads, headDim: D } = args;
@@ -1761,9 +1762,10 @@ export class WasmKernels {
 
   /**
    * Training's causal attention forward: per (sequence, head) the scores in
-   * causal blocks of ~32 query rows (whole matmul tiles), the causal softmax scaled by 1/√D into
-   * `probs`, and `out = P·V` (see `train_attention.ts`); the pairs are split
-   * across the threads, with the same bits for any count.
+   * causal blocks of ~32 query rows (whole matmul tiles), the causal softmax
+   * scaled by 1/√D into `probs`, and `out = P·V` (see `train_attention.ts`);
+   * the pairs are split across the threads, with the same bits for any
+   * count.
    */
   causalAttention(args: CausalAttentionArgs): void {
     this.#causalAttention(OP_ATTENTION_FWD, args, 0, 0, 0);
