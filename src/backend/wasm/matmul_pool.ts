@@ -799,6 +799,19 @@ export class MatmulPool {
   }
 
   /**
+   * Units per chunk of a job of `op` over `m` units in multiples of `mr`
+   * ({@link chunkRows}, with {@link MATMUL_MIN_CHUNK_ROWS} for f32 matmuls).
+   */
+  chunkFor(op: number, m: number, mr: number): number {
+    return chunkRows(
+      m,
+      mr,
+      this.threads,
+      op === OP_MATMUL ? MATMUL_MIN_CHUNK_ROWS : 0,
+    );
+  }
+
+  /**
    * Runs a job (`op`, and its words as word → value) across the pool, the
    * caller's chunks with workspace `work0`; returns when all chunks are done.
    * A chunk that throws on any thread (a kernel trap: out-of-bounds access,
@@ -816,12 +829,7 @@ export class MatmulPool {
     const ctrl = this.#ctrl;
     for (const [word, value] of job) ctrl[word] = value;
     const m = ctrl[JOB.m];
-    const chunk = chunkRows(
-      m,
-      ctrl[JOB.mr],
-      this.threads,
-      op === OP_MATMUL ? MATMUL_MIN_CHUNK_ROWS : 0,
-    );
+    const chunk = this.chunkFor(op, m, ctrl[JOB.mr]);
     ctrl[JOB.chunk] = chunk;
     const chunks = Math.ceil(m / chunk);
     const gen = (Atomics.load(ctrl, JOB.generation) + 1) & 0xffff;

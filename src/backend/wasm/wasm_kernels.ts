@@ -21,7 +21,6 @@ import {
   RELAXED_KERNELS_BASE64,
 } from "./kernels.wasm.ts";
 import {
-  chunkRows,
   f64Words,
   JOB,
   MAP_KERNEL_NAMES,
@@ -29,7 +28,6 @@ import {
   MAP_SCALARS,
   MAP_UNIT,
   type MapKernel,
-  MATMUL_MIN_CHUNK_ROWS,
   type MatmulExport,
   MatmulPool,
   OP_ACT_QUANT,
@@ -1253,8 +1251,7 @@ export class WasmKernels {
       return;
     }
     const rows: [number, number][] = [[JOB.m, m], [JOB.n, n], [JOB.mr, mr]];
-    const chunk = chunkRows(m, mr, pool.threads, MATMUL_MIN_CHUNK_ROWS);
-    if (Math.ceil(m / chunk) <= pool.threads) {
+    if (Math.ceil(m / pool.chunkFor(OP_MATMUL, m, mr)) <= pool.threads) {
       // A chunk a thread: each packs B for itself, in parallel.
       pool.run(OP_MATMUL, [...words, ...rows], this.#exports, work);
       return;
